@@ -1,0 +1,53 @@
+# The two commands a user needs: `make demo` runs the main job on the embedded defaults,
+# `make test` runs the checks and the tests. Both set up what they need, idempotently.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV  := .venv
+PY    := $(VENV)/bin/python
+BIN   := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+UV_VERSION := 0.13.9
+
+.PHONY: help setup java db demo test lint stop
+
+help:
+	@echo "make demo   run the main job end to end on the embedded defaults"
+	@echo "make test   lint, type-check and run the tests (starts what they need)"
+	@echo "make stop   stop everything the project started (precompute down)"
+
+# Reinstall only when the dependency pins change; a second run costs nothing.
+$(STAMP): pyproject.toml requirements.lock
+	@echo "==> creating $(VENV) and installing the locked dependencies"
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip install -q --python $(PY) -r requirements.lock
+	$(BIN)/uv pip install -q --python $(PY) --no-deps -e .
+	touch $@
+
+setup: $(STAMP) java
+
+# Spark needs a JVM; install Java 17 from Debian when none is on the PATH.
+java:
+	@command -v java >/dev/null || { \
+	  echo "==> java not found: installing openjdk-17-jre-headless"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq openjdk-17-jre-headless; }
+
+db: setup
+	$(BIN)/precompute db start
+
+demo: setup
+	$(BIN)/precompute demo
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy precompute jobs lookup_api tests
+
+test: lint db
+	$(BIN)/pytest
+
+stop:
+	@[ -x $(BIN)/precompute ] && $(BIN)/precompute down || true

@@ -1,0 +1,1 @@
+"""The HTTP lookup API that answers from the precomputed predictions."""

@@ -1,0 +1,1 @@
+"""Core shared by the batch jobs and the lookup API: settings, database, migrations, CLI."""
