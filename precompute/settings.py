@@ -1,0 +1,98 @@
+"""The one typed settings object, read from the environment with embedded defaults under var/."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Placeholders that are fine on a laptop and refused in production.
+DEV_WRITER_PASSWORD = "precompute-writer-dev"
+DEV_READER_PASSWORD = "precompute-reader-dev"
+
+
+def project_root() -> Path:
+    """The source checkout when running from one, else the working directory."""
+    checkout = Path(__file__).resolve().parents[1]
+    return checkout if (checkout / "pyproject.toml").is_file() else Path.cwd()
+
+
+class Settings(BaseSettings):
+    """Everything configurable; each field is the env var PRECOMPUTE_<NAME> unless noted."""
+
+    model_config = SettingsConfigDict(env_prefix="PRECOMPUTE_", extra="ignore")
+
+    environment: Literal["development", "production"] = Field(
+        "development",
+        description="'production' refuses the development placeholder passwords.",
+    )
+    var_dir: Path = Field(
+        default_factory=lambda: (project_root() / "var").resolve(),
+        description="Root of the embedded state; the other paths default to folders under it.",
+    )
+    lake_uri: str = Field(
+        default_factory=lambda data: str(data["var_dir"] / "lake"),
+        description="Delta Lake root (a path or object-store URI).",
+    )
+    models_root: str = Field(
+        default_factory=lambda data: str(data["var_dir"] / "models"),
+        description="Where model bundles are stored (a path or object-store URI).",
+    )
+    airflow_home: Path = Field(
+        default_factory=lambda data: data["var_dir"] / "airflow",
+        description="AIRFLOW_HOME for the embedded Airflow.",
+    )
+
+    database_url: SecretStr | None = Field(
+        None,
+        validation_alias="DATABASE_URL",
+        description="An external PostgreSQL (admin URL, used for migrations). "
+        "Unset: the project starts and owns an embedded server under pg_dir.",
+    )
+    pg_dir: Path = Field(
+        default_factory=lambda data: data["var_dir"] / "pg",
+        description="Embedded PostgreSQL folder (data, log, admin password).",
+    )
+    pg_port: int = Field(55432, ge=1024, le=65535, description="Embedded PostgreSQL TCP port.")
+    pg_database: str = Field("precompute", description="Database name on the embedded server.")
+    writer_password: SecretStr = Field(
+        SecretStr(DEV_WRITER_PASSWORD), description="Password of the precompute_writer role."
+    )
+    reader_password: SecretStr = Field(
+        SecretStr(DEV_READER_PASSWORD), description="Password of the precompute_reader role."
+    )
+
+    @model_validator(mode="after")
+    def _refuse_placeholders_in_production(self) -> Settings:
+        if self.environment == "production":
+            placeholders = [
+                name
+                for name, value, placeholder in (
+                    ("PRECOMPUTE_WRITER_PASSWORD", self.writer_password, DEV_WRITER_PASSWORD),
+                    ("PRECOMPUTE_READER_PASSWORD", self.reader_password, DEV_READER_PASSWORD),
+                )
+                if value.get_secret_value() == placeholder
+            ]
+            if placeholders:
+                raise ValueError(
+                    "production refuses the development placeholder for "
+                    + ", ".join(placeholders)
+                    + ": set a real secret"
+                )
+            if self.database_url is None:
+                raise ValueError("production needs DATABASE_URL (the embedded server is for dev)")
+        return self
+
+    @property
+    def embedded_database(self) -> bool:
+        """True when the project runs its own PostgreSQL (no DATABASE_URL)."""
+        return self.database_url is None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

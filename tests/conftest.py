@@ -1,0 +1,61 @@
+"""Fixtures shared by the tests: the real embedded PostgreSQL and fresh databases on it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from psycopg2 import sql
+from sqlalchemy.engine import make_url
+
+from precompute import database
+from precompute.settings import Settings, get_settings
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+def admin_url(settings: Settings) -> str:
+    """The admin URL of the project's server, started here if `make test` did not."""
+    if settings.embedded_database:
+        database.embedded_server(settings).start()
+    return database.admin_url(settings)
+
+
+@pytest.fixture
+def fresh_database(admin_url: str) -> Iterator[str]:
+    """An empty database on the real server, dropped afterwards; yields its admin URL."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    conn = database.connect(admin_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+        conn.close()
+
+
+@pytest.fixture
+def shared_tmp(settings: Settings) -> Iterator[Path]:
+    """A temporary folder the unprivileged PostgreSQL user can reach (pytest's tmp_path is 0700
+    under root, which that user cannot traverse)."""
+    base = settings.var_dir / "tmp"
+    base.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(dir=base))
+    os.chmod(base, 0o755)
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
