@@ -1,0 +1,64 @@
+"""The `precompute` command against an external server given by DATABASE_URL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from precompute import migrations
+
+
+def run(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
+    env = os.environ | {"DATABASE_URL": database_url}
+    return subprocess.run(
+        [sys.executable, "-m", "precompute.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_migrate_applies_every_file_then_reports_up_to_date(fresh_database: str) -> None:
+    first = run("db", "migrate", database_url=fresh_database)
+    second = run("db", "migrate", database_url=fresh_database)
+
+    files = [m.filename for m in migrations.discover(migrations.migrations_dir())]
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == [f"applied {name}" for name in files]
+    assert second.stdout.strip() == f"up to date: {len(files)} migrations already applied"
+
+
+def test_start_and_stop_leave_an_external_server_alone(fresh_database: str) -> None:
+    started = run("db", "start", database_url=fresh_database)
+    stopped = run("db", "stop", database_url=fresh_database)
+    status = run("db", "status", database_url=fresh_database)
+
+    assert "using that server (reachable); nothing to start" in started.stdout
+    assert "does not manage that server; nothing to stop" in stopped.stdout
+    assert status.returncode == 0 and status.stdout.strip() == "external: reachable"
+
+
+def test_an_unreachable_database_is_a_clear_error_without_the_password() -> None:
+    down = "postgresql://admin:topsecret@127.0.0.1:1/precompute"
+
+    migrate = run("db", "migrate", database_url=down)
+    status = run("db", "status", database_url=down)
+
+    assert migrate.returncode == 1
+    assert migrate.stderr.startswith("error: cannot connect to postgresql://admin:***@127.0.0.1:1")
+    # An external server is not ours to start: the hint points at the setting.
+    assert "check DATABASE_URL and that the server is up" in migrate.stderr
+    assert "precompute db start" not in migrate.stderr
+    assert "topsecret" not in migrate.stderr and "Traceback" not in migrate.stderr
+    assert status.returncode == 3 and "unreachable" in status.stdout
+
+
+def test_settings_are_printed_with_secrets_masked(fresh_database: str) -> None:
+    result = run("settings", database_url=fresh_database)
+
+    assert result.returncode == 0
+    assert "lake_uri = " in result.stdout and "pg_port = " in result.stdout
+    assert "precompute-reader-dev" not in result.stdout
+    assert fresh_database.split(":")[2].split("@")[0] not in result.stdout
