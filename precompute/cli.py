@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from precompute import database, migrations
 from precompute.errors import PrecomputeError
-from precompute.settings import Settings, get_settings
+from precompute.settings import Settings, describe_settings_error, get_settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -20,7 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args, get_settings())
     except ValidationError as exc:
-        print(f"error: invalid settings:\n{exc}", file=sys.stderr)
+        print(f"error: invalid settings:\n{describe_settings_error(exc)}", file=sys.stderr)
         return 2
     except PrecomputeError as exc:
         print(f"error: {exc}", file=sys.stderr)

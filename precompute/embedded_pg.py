@@ -12,6 +12,7 @@ PostgreSQL refuses to run as root, so under root the server runs as the unprivil
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib.util
 import os
 import pwd
@@ -20,6 +21,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,6 +109,25 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start the server (initialising it first if needed); harmless when already running."""
+        with self._exclusive():
+            return self._start()
+
+    def stop(self) -> str:
+        """Stop the server with a fast shutdown; harmless when it is not running."""
+        with self._exclusive():
+            return self._stop()
+
+    # ---- internals ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Serialise start/stop: `make test` and `make demo` (or two DAG tasks) may race."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / ".lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _start(self) -> str:
         notes: list[str] = []
         if not self.initialised:
             self._initdb()
@@ -132,8 +153,7 @@ class EmbeddedPostgres:
         notes.append(f"started (PID {pid}) on 127.0.0.1:{self.port}")
         return "; ".join(notes)
 
-    def stop(self) -> str:
-        """Stop the server with a fast shutdown; harmless when it is not running."""
+    def _stop(self) -> str:
         if not self.initialised:
             return "not initialised: nothing to stop"
         pid, _ = self._server_pid()
@@ -141,8 +161,6 @@ class EmbeddedPostgres:
             return "not running"
         self._pg_ctl("stop", "-w", "-m", "fast", "-t", str(START_TIMEOUT_S))
         return f"stopped (was PID {pid})"
-
-    # ---- internals ----------------------------------------------------------------------
 
     def _server_pid(self) -> tuple[int | None, str | None]:
         """The live postmaster's PID, or None with a note when postmaster.pid is stale."""

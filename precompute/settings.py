@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Placeholders that are fine on a laptop and refused in production.
@@ -96,3 +96,20 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read once from the environment."""
     return Settings()
+
+
+def describe_settings_error(error: ValidationError) -> str:
+    """One line per bad setting, named by its environment variable."""
+    lines = []
+    for problem in error.errors():
+        if problem["type"] == "default_factory_not_called":
+            continue  # a consequence of another error in the list, not a problem of its own
+        if not problem["loc"]:
+            lines.append(f"  {problem['msg'].removeprefix('Value error, ')}")
+            continue
+        name = str(problem["loc"][0])
+        field = Settings.model_fields.get(name)
+        alias = field.validation_alias if field else None
+        variable = alias if isinstance(alias, str) else f"PRECOMPUTE_{name.upper()}"
+        lines.append(f"  {variable}: {problem['msg']} (got {problem.get('input')!r})")
+    return "\n".join(lines)

@@ -62,3 +62,22 @@ def test_settings_are_printed_with_secrets_masked(fresh_database: str) -> None:
     assert "lake_uri = " in result.stdout and "pg_port = " in result.stdout
     assert "precompute-reader-dev" not in result.stdout
     assert fresh_database.split(":")[2].split("@")[0] not in result.stdout
+
+
+def test_invalid_settings_are_named_by_their_variables() -> None:
+    env = os.environ | {"PRECOMPUTE_ENVIRONMENT": "prod", "PRECOMPUTE_PG_PORT": "abc"}
+    result = subprocess.run(
+        [sys.executable, "-m", "precompute.cli", "db", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "error: invalid settings:",
+        "  PRECOMPUTE_ENVIRONMENT: Input should be 'development' or 'production' (got 'prod')",
+        "  PRECOMPUTE_PG_PORT: Input should be a valid integer, unable to parse string as an"
+        " integer (got 'abc')",
+    ]

@@ -172,3 +172,24 @@ def test_a_running_server_on_another_port_is_not_silently_reused(cli: Cli) -> No
 def test_url_before_init_is_a_clear_error(cli: Cli) -> None:
     with pytest.raises(EmbeddedServerError, match="not initialised: run `precompute db start`"):
         cli.server.admin_url()
+
+
+def test_concurrent_starts_do_not_race(cli: Cli) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env |= {"PRECOMPUTE_PG_DIR": str(cli.pg_dir), "PRECOMPUTE_PG_PORT": str(cli.port)}
+    starts = [
+        subprocess.Popen(
+            [sys.executable, "-m", "precompute.cli", "db", "start"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outputs = [p.communicate(timeout=120) for p in starts]
+
+    assert [p.returncode for p in starts] == [0, 0, 0], outputs
+    stdouts = [out for out, _ in outputs]
+    assert sum("initialised a new cluster" in out for out in stdouts) == 1
+    assert sum("already running" in out for out in stdouts) == 2
