@@ -193,3 +193,16 @@ def test_concurrent_starts_do_not_race(cli: Cli) -> None:
     stdouts = [out for out, _ in outputs]
     assert sum("initialised a new cluster" in out for out in stdouts) == 1
     assert sum("already running" in out for out in stdouts) == 2
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands the server to another user")
+def test_a_folder_the_server_user_cannot_reach_is_refused_clearly(shared_tmp: Path) -> None:
+    private = shared_tmp / "home"
+    private.mkdir(mode=0o700)  # like a checkout inside /root
+    blocked = Cli(private / "pg", free_port())
+
+    result = blocked("db", "start")
+
+    assert result.returncode == 1
+    assert "runs as the user 'precompute', who cannot reach" in result.stderr
+    assert "PRECOMPUTE_PG_DIR" in result.stderr and "Traceback" not in result.stderr
