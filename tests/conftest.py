@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -15,6 +17,17 @@ from sqlalchemy.engine import make_url
 
 from precompute import database
 from precompute.settings import Settings, get_settings
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run the real `precompute` command line in a child process with this environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "precompute.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
+
+from conftest import run_cli
 
 from precompute import migrations
 
 
 def run(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
-    env = os.environ | {"DATABASE_URL": database_url}
-    return subprocess.run(
-        [sys.executable, "-m", "precompute.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(*args, env=os.environ | {"DATABASE_URL": database_url})
 
 
 def test_migrate_applies_every_file_then_reports_up_to_date(fresh_database: str) -> None:
@@ -66,13 +60,7 @@ def test_settings_are_printed_with_secrets_masked(fresh_database: str) -> None:
 
 def test_invalid_settings_are_named_by_their_variables() -> None:
     env = os.environ | {"PRECOMPUTE_ENVIRONMENT": "prod", "PRECOMPUTE_PG_PORT": "abc"}
-    result = subprocess.run(
-        [sys.executable, "-m", "precompute.cli", "db", "status"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_cli("db", "status", env=env)
 
     assert result.returncode == 2
     assert result.stderr.splitlines() == [

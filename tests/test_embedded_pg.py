@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from precompute import database
 from precompute.embedded_pg import EmbeddedPostgres, EmbeddedServerError
@@ -31,16 +32,13 @@ class Cli:
     pg_dir: Path
     port: int
 
-    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+    @property
+    def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-        env |= {"PRECOMPUTE_PG_DIR": str(self.pg_dir), "PRECOMPUTE_PG_PORT": str(self.port)}
-        return subprocess.run(
-            [sys.executable, "-m", "precompute.cli", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return env | {"PRECOMPUTE_PG_DIR": str(self.pg_dir), "PRECOMPUTE_PG_PORT": str(self.port)}
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, env=self.env)
 
     @property
     def server(self) -> EmbeddedPostgres:
@@ -175,12 +173,10 @@ def test_url_before_init_is_a_clear_error(cli: Cli) -> None:
 
 
 def test_concurrent_starts_do_not_race(cli: Cli) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env |= {"PRECOMPUTE_PG_DIR": str(cli.pg_dir), "PRECOMPUTE_PG_PORT": str(cli.port)}
     starts = [
         subprocess.Popen(
             [sys.executable, "-m", "precompute.cli", "db", "start"],
-            env=env,
+            env=cli.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
