@@ -234,10 +234,8 @@ class EmbeddedPostgres:
             raise
         finally:
             pwfile.unlink(missing_ok=True)
-        with (self.data_dir / "postgresql.conf").open("a") as conf:
+        with (self.data_dir / "postgresql.conf").open("a") as conf:  # appending keeps its owner
             conf.write("\ninclude_if_exists = 'precompute.conf'\n")
-        if user is not None:
-            os.chown(self.data_dir / "postgresql.conf", user.pw_uid, user.pw_gid)
         self.password_file.write_text(password + "\n")
         self.password_file.chmod(0o600)
 

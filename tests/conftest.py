@@ -8,8 +8,9 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from psycopg2 import sql
@@ -28,6 +29,19 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
         text=True,
         timeout=120,
     )
+
+
+def fetch_all(
+    url: str, statement: str, params: Sequence[object] | None = None
+) -> list[tuple[Any, ...]]:
+    """Run one statement on its own connection and return its rows (empty if it has none)."""
+    conn = database.connect(url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(statement, params)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
 
 
 @pytest.fixture(scope="session")

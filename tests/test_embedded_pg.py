@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import fetch_all, run_cli
 
 from precompute import database
 from precompute.embedded_pg import EmbeddedPostgres, EmbeddedServerError
@@ -53,14 +53,8 @@ def cli(shared_tmp: Path) -> Iterator[Cli]:
 
 
 def query(url: str, statement: str) -> object:
-    conn = database.connect(url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(statement)
-            row = cur.fetchone() if cur.description else None
-            return None if row is None else row[0]
-    finally:
-        conn.close()
+    rows = fetch_all(url, statement)
+    return rows[0][0] if rows else None
 
 
 def test_status_before_the_first_start_says_not_initialised(cli: Cli) -> None:

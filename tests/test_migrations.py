@@ -6,8 +6,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import fetch_all
 
-from precompute import database, migrations
+from precompute import migrations
 from precompute.migrations import MigrationError
 from precompute.settings import Settings
 
@@ -34,36 +35,25 @@ EXPECTED_RELATIONS = [
 
 def schema_fingerprint(url: str) -> list[tuple[str, ...]]:
     """Every relation and column of the project's schemas, and the migration records."""
-    conn = database.connect(url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                """
-                SELECT table_schema, table_name, column_name, data_type
-                FROM information_schema.columns
-                WHERE table_schema IN ('precompute', 'analytics', 'staging')
-                ORDER BY 1, 2, 3
-                """
-            )
-            columns = [tuple(map(str, row)) for row in cur.fetchall()]
-            cur.execute(
-                "SELECT version::text, checksum, applied_at::text"
-                " FROM precompute.schema_migrations ORDER BY version"
-            )
-            return columns + [tuple(row) for row in cur.fetchall()]
-    finally:
-        conn.close()
+    columns = fetch_all(
+        url,
+        """
+        SELECT table_schema, table_name, column_name, data_type
+        FROM information_schema.columns
+        WHERE table_schema IN ('precompute', 'analytics', 'staging')
+        ORDER BY 1, 2, 3
+        """,
+    )
+    records = fetch_all(
+        url,
+        "SELECT version::text, checksum, applied_at::text"
+        " FROM precompute.schema_migrations ORDER BY version",
+    )
+    return [tuple(map(str, row)) for row in columns] + [tuple(row) for row in records]
 
 
 def relation_exists(url: str, name: str) -> bool:
-    conn = database.connect(url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (name,))
-            row = cur.fetchone()
-            return bool(row and row[0])
-    finally:
-        conn.close()
+    return bool(fetch_all(url, "SELECT to_regclass(%s) IS NOT NULL", (name,))[0][0])
 
 
 @pytest.fixture

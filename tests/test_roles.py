@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import psycopg2
 import pytest
+from conftest import fetch_all
 from psycopg2 import errors, sql
 
 from precompute import database, migrations
@@ -29,21 +30,17 @@ def reader(migrated: str, settings: Settings) -> Iterator[psycopg2.extensions.co
 
 
 def relations(url: str, kinds: tuple[str, ...]) -> list[str]:
-    conn = database.connect(url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                """
-                SELECT format('%%I.%%I', n.nspname, c.relname)
-                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                WHERE n.nspname = ANY(%s) AND c.relkind = ANY(%s)
-                ORDER BY 1
-                """,
-                (list(PROJECT_SCHEMAS), list(kinds)),
-            )
-            return [row[0] for row in cur.fetchall()]
-    finally:
-        conn.close()
+    rows = fetch_all(
+        url,
+        """
+        SELECT format('%%I.%%I', n.nspname, c.relname)
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = ANY(%s) AND c.relkind = ANY(%s)
+        ORDER BY 1
+        """,
+        (list(PROJECT_SCHEMAS), list(kinds)),
+    )
+    return [row[0] for row in rows]
 
 
 def test_reader_can_select_from_every_analyst_view(
