@@ -17,8 +17,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace, Settings], int] = args.handler
+    return run_job(lambda settings: handler(args, settings))
+
+
+def run_job(job: Callable[[Settings], int]) -> int:
+    """Run a command or job with the settings, turning known failures into one-line errors."""
     try:
-        return handler(args, get_settings())
+        return job(get_settings())
     except ValidationError as exc:
         print(f"error: invalid settings:\n{describe_settings_error(exc)}", file=sys.stderr)
         return 2
@@ -46,6 +51,14 @@ def _parser() -> argparse.ArgumentParser:
     db_commands.add_parser("migrate", help="apply pending migrations from sql/").set_defaults(
         handler=_db_migrate
     )
+
+    ingest = commands.add_parser(
+        "ingest", help="validate a batch into the incoming and quarantine Delta tables"
+    )
+    from jobs import ingest as ingest_job
+
+    ingest_job.add_arguments(ingest)
+    ingest.set_defaults(handler=_ingest)
 
     commands.add_parser("settings", help="print the effective settings").set_defaults(
         handler=_settings
@@ -108,6 +121,12 @@ def _db_migrate(args: argparse.Namespace, settings: Settings) -> int:
     if not report.applied:
         print(f"up to date: {len(report.already_applied)} migrations already applied")
     return 0
+
+
+def _ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs import ingest
+
+    return ingest.run(args, settings)
 
 
 def _settings(args: argparse.Namespace, settings: Settings) -> int:

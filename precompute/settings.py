@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Placeholders that are fine on a laptop and refused in production.
@@ -41,6 +41,53 @@ class Settings(BaseSettings):
         default_factory=lambda data: str(data["var_dir"] / "models"),
         description="Where model bundles are stored (a path or object-store URI).",
     )
+    contracts_dir: Path = Field(
+        default_factory=lambda: project_root() / "contracts",
+        description="Dataset contracts: <name>/v<version>.toml files describing each input.",
+    )
+    landing_root: str = Field(
+        default_factory=lambda data: str(data["var_dir"] / "landing"),
+        description="Where incoming batches land, one folder per batch.",
+    )
+    lake_engine: Literal["delta-rs", "delta-spark"] = Field(
+        "delta-rs",
+        description="How Spark reads and writes Delta: 'delta-rs' (no JARs needed) or "
+        "'delta-spark' (needs the io.delta JARs on Spark's classpath).",
+    )
+    spark_master: str | None = Field(
+        None,
+        description="Spark master URL. Unset: the one spark-submit was given, else local[*].",
+    )
+    spark_driver_memory: str = Field(
+        "2g", description="spark.driver.memory for sessions this project starts."
+    )
+    spark_arrow_batch_rows: int = Field(
+        100_000,
+        ge=1_000,
+        description="Rows per Arrow batch between Spark and Python "
+        "(spark.sql.execution.arrow.maxRecordsPerBatch).",
+    )
+    spark_conf: dict[str, str] = Field(
+        default_factory=dict,
+        description='Extra Spark settings as JSON, e.g. {"spark.executor.memory": "8g"}.',
+    )
+    scoring_device: Literal["auto", "cpu", "gpu"] = Field(
+        "auto", description="Where models score: 'auto' uses a GPU when one is present."
+    )
+    spark_gpu_task_share: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="GPUs per Spark task when scoring on 'gpu' on a cluster "
+        "(0.25: four tasks share one GPU).",
+    )
+    max_rejected_share: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="An ingest fails (after writing the quarantine) when more than this share "
+        "of a batch's rows is rejected.",
+    )
     airflow_home: Path = Field(
         default_factory=lambda data: data["var_dir"] / "airflow",
         description="AIRFLOW_HOME for the embedded Airflow.",
@@ -64,6 +111,12 @@ class Settings(BaseSettings):
     reader_password: SecretStr = Field(
         SecretStr(DEV_READER_PASSWORD), description="Password of the precompute_reader role."
     )
+
+    @field_validator("lake_uri", "models_root", "landing_root")
+    @classmethod
+    def _absolute_location(cls, value: str) -> str:
+        # Spark executors and delta-rs resolve relative paths from different places.
+        return value if "://" in value else str(Path(value).expanduser().resolve())
 
     @model_validator(mode="after")
     def _refuse_placeholders_in_production(self) -> Settings:

@@ -1,0 +1,199 @@
+"""Ingest one batch: validate it against its contract, append the valid rows to the dataset's
+`incoming` Delta table and every rejected row, with its reasons, to `quarantine`.
+
+Run with `precompute ingest` or `spark-submit jobs/ingest.py`. A batch that cannot be read,
+or lacks a contract column, fails before anything is written. Rerunning a batch that was
+ingested changes nothing. When more rows are rejected than the limit allows, the quarantine is
+written (so the reasons can be read) and the run fails without appending the valid rows; a rerun
+with a higher limit appends them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from jobs import landing, validation
+from jobs.contracts import Contract, load_contract
+from jobs.lake import Txn, lake
+from jobs.run_records import IngestCounts, RunRecorder
+from precompute.errors import PrecomputeError
+from precompute.settings import Settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+class RejectedShareExceeded(PrecomputeError):
+    """Too many rows were rejected: the quarantine was written, incoming was not."""
+
+
+@dataclass(frozen=True)
+class IngestRequest:
+    input_path: str
+    batch_id: str
+    dataset: str
+    contract_version: int | None = None
+    run_id: str | None = None
+    max_rejected_share: float | None = None
+    format: landing.Format | None = None
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    batch_id: str
+    run_id: str
+    counts: IngestCounts | None
+    incoming_version: int | None
+    quarantine_version: int | None
+    already_ingested: bool
+
+    def summary(self) -> str:
+        counts = self.counts
+        figures = (
+            f"{counts.read} rows read, {counts.accepted} accepted, {counts.quarantined} quarantined"
+            if counts
+            else "counts unknown (not in the run records)"
+        )
+        prefix = "already ingested, nothing to do" if self.already_ingested else "ingested"
+        return (
+            f"batch {self.batch_id}: {prefix}: {figures} "
+            f"(incoming v{self.incoming_version}, quarantine v{self.quarantine_version})"
+        )
+
+
+def ingest(spark: SparkSession, settings: Settings, request: IngestRequest) -> IngestResult:
+    """Validate and append one batch; see the module docstring for what happens when."""
+    contract = load_contract(settings.contracts_dir, request.dataset, request.contract_version)
+    run_id = request.run_id or f"ingest-{request.batch_id}"
+    limit = (
+        settings.max_rejected_share
+        if request.max_rejected_share is None
+        else request.max_rejected_share
+    )
+    recorder = RunRecorder(settings, run_id, "incremental", request.batch_id)
+    recorder.start_stage("ingest")  # also proves the database is there before any work
+    try:
+        result = _ingest(spark, settings, request, contract, run_id, limit, recorder)
+    except Exception as exc:
+        recorder.finish_stage("ingest", "failed", error=str(exc))
+        raise
+    counts = result.counts
+    recorder.finish_stage(
+        "ingest",
+        "skipped" if result.already_ingested else "succeeded",
+        rows_in=counts.read if counts else None,
+        rows_out=counts.accepted if counts else None,
+        rows_rejected=counts.quarantined if counts else None,
+    )
+    return result
+
+
+def _ingest(
+    spark: SparkSession,
+    settings: Settings,
+    request: IngestRequest,
+    contract: Contract,
+    run_id: str,
+    limit: float,
+    recorder: RunRecorder,
+) -> IngestResult:
+    engine = lake(spark, settings)
+    ingested_at = datetime.datetime.now(datetime.UTC)
+    targets = validation.targets(contract, request.batch_id, ingested_at)
+    incoming = targets[validation.INCOMING].table
+    quarantine = targets[validation.QUARANTINE].table
+    txn = Txn(f"precompute.ingest:{contract.name}:{request.batch_id}")
+
+    if (engine.committed_version(incoming, txn.app_id) or 0) >= txn.version:
+        counts = recorder.earlier_ingest()
+        if counts is not None:
+            recorder.record_ingest(counts)
+        return IngestResult(
+            request.batch_id,
+            run_id,
+            counts,
+            engine.version(incoming),
+            engine.version(quarantine) if engine.exists(quarantine) else None,
+            already_ingested=True,
+        )
+
+    files = landing.batch_files(request.input_path)
+    fmt = request.format or landing.detect_format(files)
+    raw = landing.read_batch(spark, files, fmt, contract)
+    validated = validation.validate(raw, contract)
+    staged = engine.stage(validated, targets, route_column=validation.ROUTE)
+    try:
+        accepted = staged.counts[validation.INCOMING]
+        quarantined = staged.counts[validation.QUARANTINE]
+        counts = IngestCounts(accepted + quarantined, accepted, quarantined)
+        recorder.record_ingest(counts)
+        metadata = {"precompute.batch_id": request.batch_id, "precompute.run_id": run_id}
+        q = staged.commit(validation.QUARANTINE, txn, metadata)
+        share = quarantined / counts.read if counts.read else 0.0
+        if share > limit:
+            raise RejectedShareExceeded(
+                f"batch {request.batch_id}: {quarantined} of {counts.read} rows rejected "
+                f"({share:.1%}, above the limit of {limit:.1%}). The quarantine table "
+                f"(version {q.version}) holds them with their reasons; nothing was appended "
+                "to incoming. Fix the input, or rerun with a higher --max-rejected-share to "
+                "append the valid rows."
+            )
+        i = staged.commit(validation.INCOMING, txn, metadata)
+    finally:
+        staged.discard()
+    return IngestResult(request.batch_id, run_id, counts, i.version, q.version, False)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", help="a batch file or folder (CSV, JSON lines or Parquet)")
+    parser.add_argument("--batch-id", required=True, help="the batch's id; reruns reuse it")
+    parser.add_argument("--dataset", required=True, help="contract name, e.g. customers")
+    parser.add_argument("--contract-version", type=int, help="default: the newest")
+    parser.add_argument("--run-id", help="run to record counts on (default: ingest-BATCH)")
+    parser.add_argument(
+        "--max-rejected-share",
+        type=float,
+        help="fail when a larger share of rows is rejected (default: the setting)",
+    )
+    parser.add_argument(
+        "--format", choices=["csv", "json", "parquet"], help="default: by extension"
+    )
+
+
+def request_from(args: argparse.Namespace) -> IngestRequest:
+    return IngestRequest(
+        input_path=args.input,
+        batch_id=args.batch_id,
+        dataset=args.dataset,
+        contract_version=args.contract_version,
+        run_id=args.run_id,
+        max_rejected_share=args.max_rejected_share,
+        format=args.format,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """spark-submit entry point: same arguments as `precompute ingest`."""
+    from precompute.cli import run_job
+
+    parser = argparse.ArgumentParser(prog="ingest", description=__doc__)
+    add_arguments(parser)
+    return run_job(lambda settings: run(parser.parse_args(argv), settings))
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Start Spark and ingest the batch the arguments name."""
+    from jobs.spark import spark_session
+
+    spark = spark_session(settings, "precompute-ingest")
+    print(ingest(spark, settings, request_from(args)).summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Run records in PostgreSQL: each stage's state, timing and row counts (writer role)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from precompute import database
+from precompute.settings import Settings
+
+Stage = Literal["ingest", "score", "publish", "check"]
+StageState = Literal["succeeded", "failed", "skipped"]
+
+
+@dataclass(frozen=True)
+class IngestCounts:
+    read: int
+    accepted: int
+    quarantined: int
+
+
+class RunRecorder:
+    """Writes one run's records; every call is its own short transaction."""
+
+    def __init__(self, settings: Settings, run_id: str, mode: str, batch_id: str | None) -> None:
+        self.url = database.database_url(settings, "writer")
+        self.hint = database.unreachable_hint(settings)
+        self.run_id = run_id
+        self.mode = mode
+        self.batch_id = batch_id
+
+    def _execute(self, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
+        connection = database.connect(self.url, hint=self.hint)
+        try:
+            with connection, connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                return cursor.fetchall() if cursor.description else []
+        finally:
+            connection.close()
+
+    def start_stage(self, stage: Stage) -> int:
+        """Mark the run and the stage running; returns the stage's attempt number."""
+        self._execute(
+            """
+            INSERT INTO precompute.runs (run_id, mode, batch_id, state, started_at)
+            VALUES (%s, %s, %s, 'running', now())
+            ON CONFLICT (run_id) DO UPDATE
+               SET state = 'running', error = NULL, finished_at = NULL,
+                   started_at = coalesce(runs.started_at, now())
+            """,
+            (self.run_id, self.mode, self.batch_id),
+        )
+        rows = self._execute(
+            """
+            INSERT INTO precompute.run_stages (run_id, stage, state)
+            VALUES (%s, %s, 'running')
+            ON CONFLICT (run_id, stage) DO UPDATE
+               SET state = 'running', attempt = run_stages.attempt + 1, error = NULL,
+                   rows_in = NULL, rows_out = NULL, rows_rejected = NULL,
+                   started_at = now(), finished_at = NULL
+            RETURNING attempt
+            """,
+            (self.run_id, stage),
+        )
+        attempt: int = rows[0][0]  # type: ignore[assignment]
+        return attempt
+
+    def finish_stage(
+        self,
+        stage: Stage,
+        state: StageState,
+        *,
+        rows_in: int | None = None,
+        rows_out: int | None = None,
+        rows_rejected: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        self._execute(
+            """
+            UPDATE precompute.run_stages
+               SET state = %s, rows_in = %s, rows_out = %s, rows_rejected = %s, error = %s,
+                   finished_at = now()
+             WHERE run_id = %s AND stage = %s
+            """,
+            (state, rows_in, rows_out, rows_rejected, error, self.run_id, stage),
+        )
+        if state == "failed":
+            self._execute(
+                """
+                UPDATE precompute.runs SET state = 'failed', error = %s, finished_at = now()
+                 WHERE run_id = %s
+                """,
+                (f"{stage}: {error}", self.run_id),
+            )
+
+    def record_ingest(self, counts: IngestCounts) -> None:
+        """The run's ingest counts; the table refuses counts that do not add up."""
+        self._execute(
+            """
+            UPDATE precompute.runs
+               SET rows_read = %s, rows_accepted = %s, rows_quarantined = %s
+             WHERE run_id = %s
+            """,
+            (counts.read, counts.accepted, counts.quarantined, self.run_id),
+        )
+
+    def earlier_ingest(self) -> IngestCounts | None:
+        """The counts of the run that ingested this batch before, if one recorded them."""
+        rows = self._execute(
+            """
+            SELECT rows_read, rows_accepted, rows_quarantined FROM precompute.runs
+             WHERE batch_id = %s AND rows_read IS NOT NULL
+             ORDER BY created_at DESC LIMIT 1
+            """,
+            (self.batch_id,),
+        )
+        if not rows:
+            return None
+        read, accepted, quarantined = (int(v) for v in rows[0])  # type: ignore[call-overload]
+        return IngestCounts(read, accepted, quarantined)
