@@ -86,3 +86,47 @@ def shared_tmp(settings: Settings) -> Iterator[Path]:
     os.chmod(path, 0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def spark(settings: Settings) -> Any:
+    """One real local Spark session for every test that needs one (it takes seconds to start)."""
+    from jobs.spark import spark_session
+
+    return spark_session(settings, "precompute-tests")
+
+
+@pytest.fixture(scope="session")
+def jobs_database(admin_url: str, settings: Settings) -> Iterator[str]:
+    """A migrated database for job tests (run records), dropped at the end; its admin URL."""
+    from precompute import migrations
+
+    name = f"test_jobs_{uuid.uuid4().hex[:8]}"
+    conn = database.connect(admin_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    migrations.migrate(url, settings)
+    try:
+        yield url
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+        conn.close()
+
+
+@pytest.fixture
+def job_settings(settings: Settings, jobs_database: str, tmp_path: Path) -> Settings:
+    """Settings for one job test: its own lake under tmp_path, the migrated jobs database."""
+    from pydantic import SecretStr
+
+    return settings.model_copy(
+        update={
+            "database_url": SecretStr(jobs_database),
+            "lake_uri": str(tmp_path / "lake"),
+            "landing_root": str(tmp_path / "landing"),
+        }
+    )

@@ -51,13 +51,16 @@ STAGING = "_staging"
 # Reader features Spark's plain Parquet reader honours when given the snapshot's file list.
 READABLE_FEATURES = {"timestampNtz"}
 STALE_STAGING_HOURS = 24
+_REGISTERED: set[int] = set()  # sessions that know the staging data source
 
 
 class DeltaRsEngine(LakeEngine):
     def __init__(self, spark: SparkSession, lake_uri: str) -> None:
         super().__init__(lake_uri)
         self.spark = spark
-        spark.dataSource.register(StagingDataSource)
+        if id(spark) not in _REGISTERED:
+            spark.dataSource.register(StagingDataSource)
+            _REGISTERED.add(id(spark))
 
     def _table(self, table: str, version: int | None = None) -> DeltaTable:
         try:

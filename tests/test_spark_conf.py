@@ -1,0 +1,42 @@
+"""The Spark session settings every job starts with (checked without starting a JVM)."""
+
+from __future__ import annotations
+
+import sys
+
+from jobs.spark import spark_conf
+from precompute.settings import Settings
+
+
+def test_local_sessions_stay_on_loopback_with_this_interpreter() -> None:
+    conf = spark_conf(Settings(), "job", submitted_master=None)
+    assert conf["spark.master"] == "local[*]"
+    assert conf["spark.driver.bindAddress"] == "127.0.0.1"
+    assert conf["spark.pyspark.python"] == sys.executable
+    assert conf["spark.sql.execution.arrow.maxRecordsPerBatch"] == "100000"
+    assert conf["spark.sql.session.timeZone"] == "UTC"
+
+
+def test_spark_submit_master_is_kept_unless_a_setting_overrides_it() -> None:
+    assert spark_conf(Settings(), "job", "yarn")["spark.master"] == "yarn"
+    forced = Settings(spark_master="spark://head:7077")
+    assert spark_conf(forced, "job", "yarn")["spark.master"] == "spark://head:7077"
+
+
+def test_gpu_scoring_on_a_cluster_asks_for_gpus() -> None:
+    conf = spark_conf(Settings(scoring_device="gpu", spark_gpu_task_share=0.5), "job", "yarn")
+    assert conf["spark.executor.resource.gpu.amount"] == "1"
+    assert conf["spark.task.resource.gpu.amount"] == "0.5"
+    assert "spark.driver.bindAddress" not in conf
+    assert "spark.executor.resource.gpu.amount" not in spark_conf(Settings(), "job", "yarn")
+
+
+def test_delta_spark_engine_adds_its_session_extension() -> None:
+    conf = spark_conf(Settings(lake_engine="delta-spark"), "job", None)
+    assert conf["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
+    assert "spark.sql.extensions" not in spark_conf(Settings(), "job", None)
+
+
+def test_extra_spark_conf_wins() -> None:
+    conf = spark_conf(Settings(spark_conf={"spark.sql.shuffle.partitions": "3"}), "job", None)
+    assert conf["spark.sql.shuffle.partitions"] == "3"
