@@ -89,11 +89,13 @@ def shared_tmp(settings: Settings) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def spark(settings: Settings) -> Any:
+def spark(settings: Settings) -> Iterator[Any]:
     """One real local Spark session for every test that needs one (it takes seconds to start)."""
     from jobs.spark import spark_session
 
-    return spark_session(settings, "precompute-tests")
+    session = spark_session(settings, "precompute-tests")
+    yield session
+    session.stop()
 
 
 @pytest.fixture(scope="session")
