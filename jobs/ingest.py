@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from jobs import landing, validation
 from jobs.contracts import Contract, load_contract
 from jobs.lake import Txn, lake
 from jobs.run_records import IngestCounts, RunRecorder
@@ -26,6 +25,8 @@ from precompute.settings import Settings
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+    from jobs.landing import Format
 
 
 class RejectedShareExceeded(PrecomputeError):
@@ -40,7 +41,7 @@ class IngestRequest:
     contract_version: int | None = None
     run_id: str | None = None
     max_rejected_share: float | None = None
-    format: landing.Format | None = None
+    format: Format | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,10 @@ def _ingest(
     limit: float,
     recorder: RunRecorder,
 ) -> IngestResult:
+    # Imported here, not at the top: `precompute` builds its parser from this module, and
+    # these pull in pyarrow, which every other command would pay for at start-up.
+    from jobs import landing, validation
+
     engine = lake(spark, settings)
     ingested_at = datetime.datetime.now(datetime.UTC)
     targets = validation.targets(contract, request.batch_id, ingested_at)

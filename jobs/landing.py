@@ -45,8 +45,6 @@ class RawBatch:
     """The batch as read: contract columns as they came (strings for text formats)."""
 
     df: DataFrame
-    format: Format
-    files: tuple[str, ...]
     corrupt_column: str | None  # where a text reader puts lines it could not parse
     raw_column: str | None = None  # the line exactly as it came, when the reader keeps it
 
@@ -144,7 +142,7 @@ def _read_parquet(spark: SparkSession, files: list[str], contract: Contract) -> 
                 f"{path} and {first_path} disagree on the types of {', '.join(differ)}"
             )
     df = spark.read.parquet(*files).select(*wanted, _source_file())
-    return RawBatch(df, "parquet", tuple(files), None)
+    return RawBatch(df, None)
 
 
 def _read_csv(spark: SparkSession, files: list[str], contract: Contract) -> RawBatch:
@@ -178,7 +176,7 @@ def _read_csv(spark: SparkSession, files: list[str], contract: Contract) -> RawB
     df = frames[0]
     for frame in frames[1:]:
         df = df.unionByName(frame)
-    return RawBatch(df, "csv", tuple(files), CORRUPT)
+    return RawBatch(df, CORRUPT)
 
 
 def _read_json(spark: SparkSession, files: list[str], contract: Contract) -> RawBatch:
@@ -206,7 +204,7 @@ def _read_json(spark: SparkSession, files: list[str], contract: Contract) -> Raw
         "value", schema, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}
     )
     df = lines.select(parsed.alias("row"), F.col("value").alias(RAW), _source_file())
-    return RawBatch(df.select("row.*", RAW, SOURCE_FILE), "json", tuple(files), CORRUPT, RAW)
+    return RawBatch(df.select("row.*", RAW, SOURCE_FILE), CORRUPT, RAW)
 
 
 def _source_file() -> Any:

@@ -71,10 +71,12 @@ class TableHistoryEntry:
 class StagedWrite(ABC):
     """Rows written by one Spark pass, routed to targets, not yet visible in any table."""
 
+    _counts: dict[str, int]
+
     @property
-    @abstractmethod
     def counts(self) -> Mapping[str, int]:
         """Rows staged per target name."""
+        return self._counts
 
     @abstractmethod
     def commit(

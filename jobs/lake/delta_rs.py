@@ -183,10 +183,6 @@ class DeltaRsStagedWrite(StagedWrite):
         for staged in self.manifest["files"]:
             self._counts[staged["target"]] += staged["num_rows"]
 
-    @property
-    def counts(self) -> Mapping[str, int]:
-        return self._counts
-
     def commit(
         self, target: str, txn: Txn, metadata: Mapping[str, str] | None = None
     ) -> CommitResult:

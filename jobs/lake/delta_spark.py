@@ -124,10 +124,6 @@ class DeltaSparkStagedWrite(StagedWrite):
             found = {row[route_column]: int(row["n"]) for row in grouped}
             self._counts = {name: found.get(name, 0) for name in targets}
 
-    @property
-    def counts(self) -> Mapping[str, int]:
-        return self._counts
-
     def commit(
         self, target: str, txn: Txn, metadata: Mapping[str, str] | None = None
     ) -> CommitResult:
