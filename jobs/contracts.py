@@ -67,6 +67,8 @@ class Contract(BaseModel):
     entity_id: Column
     event_time: Column | None = None
     features: tuple[Column, ...] = Field(min_length=1)
+    # What a model learns to predict: present in training data only, never in scoring batches.
+    label: Column | None = None
 
     @model_validator(mode="after")
     def _columns_are_consistent(self) -> Contract:
@@ -76,7 +78,16 @@ class Contract(BaseModel):
             raise ValueError("entity_id cannot be nullable: every row needs its key")
         if self.event_time is not None and self.event_time.type != "timestamp":
             raise ValueError("event_time must be a timestamp column")
+        if self.label is not None and self.label.type not in (
+            "string",
+            "long",
+            "double",
+            "boolean",
+        ):
+            raise ValueError("label must be a string, long, double or boolean column")
         names = [c.name for c in self.columns]
+        if self.label is not None:
+            names.append(self.label.name)
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"columns declared twice: {', '.join(duplicates)}")
@@ -94,6 +105,16 @@ class Contract(BaseModel):
     @property
     def ref(self) -> str:
         return f"{self.name}/v{self.version}"
+
+    def for_training(self) -> Contract:
+        """The contract training data must meet: every column, plus a label on every row."""
+        if self.label is None:
+            raise ContractError(
+                f"contract {self.ref} declares no label, so there is nothing to train on: "
+                "add a [label] section naming the column to predict"
+            )
+        label = self.label.model_copy(update={"nullable": False})
+        return self.model_copy(update={"features": (*self.features, label), "label": None})
 
 
 def load_contract(directory: Path, name: str, version: int | None = None) -> Contract:

@@ -100,7 +100,7 @@ def read_batch(spark: SparkSession, files: list[str], fmt: Format, contract: Con
     return _read_json(spark, files, contract)
 
 
-def _missing_columns(contract: Contract, present: set[str], where: str) -> None:
+def check_columns(contract: Contract, present: set[str], where: str) -> None:
     missing = [c.name for c in contract.columns if c.name not in present]
     if missing:
         raise InputError(
@@ -132,7 +132,7 @@ def _read_parquet(spark: SparkSession, files: list[str], contract: Contract) -> 
         except (OSError, ValueError) as exc:
             raise InputError(f"cannot read Parquet file {path}: {exc}") from exc
     for path, schema in schemas.items():
-        _missing_columns(contract, set(schema.names), path)
+        check_columns(contract, set(schema.names), path)
     wanted = [c.name for c in contract.columns]
     first_path, first = next(iter(schemas.items()))
     for path, schema in schemas.items():
@@ -154,7 +154,7 @@ def _read_csv(spark: SparkSession, files: list[str], contract: Contract) -> RawB
         if not lines:
             raise InputError(f"{path} is empty: a CSV file needs at least its header line")
         header = tuple(next(csv.reader([lines[0]])))
-        _missing_columns(contract, set(header), path)
+        check_columns(contract, set(header), path)
         by_header.setdefault(header, []).append(path)
     wanted = [c.name for c in contract.columns]
     frames = []
@@ -193,7 +193,7 @@ def _read_json(spark: SparkSession, files: list[str], contract: Contract) -> Raw
             if isinstance(record, dict):
                 seen.update(record)
     if seen:
-        _missing_columns(contract, seen, f"the batch ({len(files)} JSON files)")
+        check_columns(contract, seen, f"the batch ({len(files)} JSON files)")
     schema = StructType(
         [StructField(c.name, StringType()) for c in contract.columns]
         + [StructField(CORRUPT, StringType())]

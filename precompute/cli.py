@@ -60,6 +60,38 @@ def _parser() -> argparse.ArgumentParser:
     ingest_job.add_arguments(ingest)
     ingest.set_defaults(handler=_ingest)
 
+    train = commands.add_parser(
+        "train", help="train a model on labelled data and register it as a new version"
+    )
+    from jobs import train as train_job
+
+    train_job.add_arguments(train)
+    train.set_defaults(handler=_train)
+
+    model = commands.add_parser("model", help="the model registry: versions and aliases")
+    model_commands = model.add_subparsers(required=True, metavar="ACTION")
+    model_commands.add_parser("list", help="models, version counts and aliases").set_defaults(
+        handler=_model_list
+    )
+    show = model_commands.add_parser("show", help="a model's versions, metrics and aliases")
+    show.add_argument("name")
+    show.set_defaults(handler=_model_show)
+    promote = model_commands.add_parser(
+        "promote", help="point an alias (champion by default) at a version"
+    )
+    promote.add_argument("name")
+    target = promote.add_mutually_exclusive_group(required=True)
+    target.add_argument("--version", type=int, help="version number to promote")
+    target.add_argument("--from-alias", help="promote the version this alias points at")
+    promote.add_argument("--alias", default="champion", help="alias to move (default: champion)")
+    promote.set_defaults(handler=_model_promote)
+    rollback = model_commands.add_parser(
+        "rollback", help="undo an alias's last move (champion by default)"
+    )
+    rollback.add_argument("name")
+    rollback.add_argument("--alias", default="champion")
+    rollback.set_defaults(handler=_model_rollback)
+
     commands.add_parser("settings", help="print the effective settings").set_defaults(
         handler=_settings
     )
@@ -127,6 +159,63 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from jobs import ingest
 
     return ingest.run(args, settings)
+
+
+def _train(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs import train
+
+    return train.run(args, settings)
+
+
+def _model_list(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs.registry import Registry
+
+    models = Registry(settings).models()
+    if not models:
+        print("no models registered yet: `precompute train` registers one")
+        return 0
+    print(f"{'MODEL':<24} {'TASK':<15} {'VERSIONS':>8}  ALIASES")
+    for m in models:
+        aliases = ", ".join(f"{a}=v{v}" for a, v in sorted(m.aliases.items())) or "-"
+        print(f"{m.name:<24} {m.task:<15} {m.versions:>8}  {aliases}")
+    return 0
+
+
+def _model_show(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs.registry import Registry
+
+    for v in Registry(settings).versions(args.name):
+        aliases = f"  [{', '.join(v.aliases)}]" if v.aliases else ""
+        metrics = "  ".join(
+            f"{k}={val:.4f}" for k, val in v.metrics.items() if isinstance(val, int | float)
+        )
+        print(f"v{v.version}{aliases}  {v.model_kind}  {metrics}")
+        print(f"    id {v.version_id}, registered {v.created_at:%Y-%m-%d %H:%M:%S %Z}")
+        print(f"    bundle {v.bundle_uri}  sha256 {v.bundle_sha256[:16]}…")
+        contract = v.input_schema
+        print(f"    input contract {contract.get('dataset')}/v{contract.get('version')}")
+        if v.training_data:
+            data = ", ".join(f"{k}={val}" for k, val in v.training_data.items())
+            print(f"    trained on {data}")
+    return 0
+
+
+def _model_promote(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs.registry import Registry
+
+    version = Registry(settings).promote(
+        args.name, version=args.version, from_alias=args.from_alias, alias=args.alias
+    )
+    print(f"{args.alias} -> {version.label} (id {version.version_id})")
+    return 0
+
+
+def _model_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs.registry import Registry
+
+    before, after = Registry(settings).rollback(args.name, alias=args.alias)
+    print(f"{args.alias}: {before.label} -> {after.label}")
+    return 0
 
 
 def _settings(args: argparse.Namespace, settings: Settings) -> int:

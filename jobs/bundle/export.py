@@ -1,0 +1,188 @@
+"""Write a fitted `jobs.modeling` pipeline as an MLeap Bundle.ML, with the `mleap` package.
+
+MLeap cannot one-hot raw strings, so each categorical feature becomes a `string_indexer` (the
+contract's values as labels, unknown or missing kept as one extra index) followed by a
+`one_hot_encoder` on that index whose extra slot is dropped: the all-zero encoding scikit-learn's
+`handle_unknown="ignore"` gives. Numeric features get one `imputer` each (MLeap imputes scalars),
+then a `vector_assembler`, then a `standard_scaler` for linear models. The model node is written
+by mleap's own serializer where it is right for current scikit-learn (logistic regression, trees,
+forests); linear regression and the preprocessing nodes use mleap's generic node writer, because
+its scikit-learn serializers assume older attributes (a 2-D `coef_`, `sqrt(var_)` for scale).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.linear_model import LinearRegression
+from sklearn.pipeline import Pipeline
+
+from jobs.bundle.format import METADATA_FILE, BundleError
+
+FEATURES = "features"
+PREDICTION = "prediction"
+
+
+def _mleap() -> Any:
+    # Importing mleap's scikit-learn modules attaches its serializers to scikit-learn classes.
+    for module in ("pipeline", "logistic", "tree.tree", "ensemble.forest"):
+        importlib.import_module(f"mleap.sklearn.{module}")
+    from mleap.bundle.serialize import MLeapSerializer
+
+    return MLeapSerializer
+
+
+def export_bundle(pipeline: Pipeline, path: Path, name: str, metadata: dict[str, Any]) -> Path:
+    """Write `pipeline` to the zip file `path`; returns it. `metadata` goes to precompute.json."""
+    serializer = _mleap()
+    prepare = pipeline.named_steps["prepare"]
+    model = copy.deepcopy(pipeline.named_steps["model"])  # mleap sets attributes on it
+    nodes: list[Any] = []
+    blocks: list[tuple[str, int]] = []  # assembled vector inputs and their widths
+    feature_names: list[str] = []
+
+    def node(op: str, inputs: list[str], output: str, attributes: list[tuple[str, Any]]) -> None:
+        nodes.append(_Node(serializer, op, f"{op}_{len(nodes)}", inputs, output, attributes))
+
+    for block, transformer, columns in prepare.transformers_:
+        if block == "numeric":
+            imputer = transformer.named_steps["impute"]
+            imputed = []
+            for column, surrogate in zip(columns, imputer.statistics_, strict=True):
+                imputed.append(f"{column}__imputed")
+                node(
+                    "imputer",
+                    [column],
+                    imputed[-1],
+                    [("strategy", "mean"), ("surrogate_value", float(surrogate))],
+                )
+            vector = "numeric__vector"
+            node(
+                "vector_assembler", imputed, vector, [("input_shapes", _shapes([1] * len(imputed)))]
+            )
+            scaler = transformer.named_steps.get("scale")
+            if scaler is not None:
+                node(
+                    "standard_scaler",
+                    [vector],
+                    "numeric__scaled",
+                    [("mean", np.asarray(scaler.mean_)), ("std", np.asarray(scaler.scale_))],
+                )
+                vector = "numeric__scaled"
+            blocks.append((vector, len(columns)))
+            feature_names += list(columns)
+        elif block == "categorical":
+            for column, labels in zip(columns, transformer.categories_, strict=True):
+                values = [str(v) for v in labels]
+                node(
+                    "string_indexer",
+                    [column],
+                    f"{column}__index",
+                    [("labels", values), ("handle_invalid", "keep"), ("nullable_input", True)],
+                )
+                node(
+                    "one_hot_encoder",
+                    [f"{column}__index"],
+                    f"{column}__onehot",
+                    [("size", len(values)), ("handle_invalid", "keep"), ("drop_last", True)],
+                )
+                blocks.append((f"{column}__onehot", len(values)))
+                feature_names += [f"{column}={v}" for v in values]
+        elif block != "remainder":
+            raise BundleError(f"cannot export pipeline block {block!r}")
+    node(
+        "vector_assembler",
+        [b for b, _ in blocks],
+        FEATURES,
+        [("input_shapes", _shapes([w for _, w in blocks], tensor=True))],
+    )
+    op = getattr(model, "op", None)
+    if isinstance(model, LinearRegression):
+        node(
+            "linear_regression",
+            [FEATURES],
+            PREDICTION,
+            [
+                ("coefficients", np.asarray(model.coef_).ravel()),
+                ("intercept", float(model.intercept_)),
+            ],
+        )
+    elif op in ("logistic_regression",):
+        model.mlinit(input_features=FEATURES, prediction_column=PREDICTION)
+        model.name = f"{op}_{len(nodes)}"
+        nodes.append(model)
+    elif op in (
+        "decision_tree_classifier",
+        "decision_tree_regression",
+        "random_forest_classifier",
+        "random_forest_regression",
+    ):
+        model.mlinit(
+            input_features=FEATURES, prediction_column=PREDICTION, feature_names=feature_names
+        )
+        model.name = f"{op}_{len(nodes)}"
+        nodes.append(model)
+    else:
+        raise BundleError(f"cannot export a {type(model).__name__} model")
+
+    bundle = Pipeline([(n.name, n) for n in nodes])
+    bundle.name = name
+    with tempfile.TemporaryDirectory() as scratch:
+        bundle.serialize_to_bundle(scratch, name, init=True)
+        with zipfile.ZipFile(f"{scratch}/{name}.zip", "a", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr(METADATA_FILE, json.dumps(metadata, indent=2, sort_keys=True))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(f"{scratch}/{name}.zip", path)
+    return path
+
+
+def _shapes(widths: list[int], tensor: bool = False) -> dict[str, Any]:
+    """mleap's `input_shapes` description of a vector_assembler's inputs."""
+    shapes = []
+    for width in widths:
+        if tensor:
+            shapes.append({"shape": "tensor", "tensor_shape": {"dimensions": [{"size": width}]}})
+        else:
+            shapes.append({"shape": "scalar"})
+    return {"data_shape": shapes}
+
+
+class _Node:
+    """A pipeline step that mleap's generic node writer serialises (op, attributes, ports)."""
+
+    serializable = True
+
+    def __init__(
+        self,
+        serializer: Any,
+        op: str,
+        name: str,
+        inputs: list[str],
+        output: str,
+        attributes: list[tuple[str, Any]],
+    ) -> None:
+        self._serializer = serializer()
+        self.op = op
+        self.name = name
+        # MLeap's port names: numbered for an assembler, "features"/"prediction" for a model.
+        if op == "vector_assembler":
+            self.inputs = [{"name": c, "port": f"input{i}"} for i, c in enumerate(inputs)]
+        else:
+            port = "features" if op == "linear_regression" else "input"
+            self.inputs = [{"name": inputs[0], "port": port}]
+        out_port = "prediction" if op == "linear_regression" else "output"
+        self.outputs = [{"name": output, "port": out_port}]
+        self.attributes = attributes
+
+    def serialize_to_bundle(self, path: str, model_name: str) -> None:
+        self._serializer.serialize(
+            self, path, model_name, self.attributes, self.inputs, self.outputs
+        )

@@ -1,0 +1,180 @@
+"""Reading MLeap Bundle.ML (JSON format) from a zip file, a folder or bytes.
+
+A bundle is `bundle.json` (name, format, MLeap version), a root `pipeline` node whose model lists
+its nodes in order, and one `<name>.node/` folder per node holding `model.json` (the op and its
+attributes) and `node.json` (input and output column names). A random forest node holds one
+folder per tree; a decision tree keeps its nodes in `tree.json`, one JSON object per line in
+pre-order. This project adds `precompute.json` (the input contract, classes, training facts);
+MLeap ignores files it does not know.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import posixpath
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from precompute.errors import PrecomputeError
+
+METADATA_FILE = "precompute.json"
+SCALAR_TYPES = ("double", "long", "string", "boolean")
+
+
+class BundleError(PrecomputeError):
+    """A bundle cannot be read, or holds something the runtime does not run."""
+
+
+@dataclass(frozen=True)
+class Port:
+    name: str
+    port: str
+
+
+@dataclass(frozen=True)
+class Node:
+    """One transformer or model: its op, decoded attributes and the columns it reads and writes."""
+
+    name: str
+    op: str
+    attributes: dict[str, Any]
+    inputs: tuple[Port, ...]
+    outputs: tuple[Port, ...]
+    where: str  # the node's folder inside the bundle, for messages
+    children: dict[str, Node] = field(default_factory=dict)  # a forest's trees
+    tree: tuple[dict[str, Any], ...] | None = None  # a decision tree's nodes, pre-order
+
+
+@dataclass(frozen=True)
+class Bundle:
+    name: str
+    mleap_version: str
+    nodes: tuple[Node, ...]
+    metadata: dict[str, Any]  # precompute.json; empty for a bundle from elsewhere
+
+
+class _Files:
+    """Read-only access to the bundle's files, whether zipped or in a folder."""
+
+    def __init__(self, source: str | Path | bytes) -> None:
+        self.source = "<bytes>" if isinstance(source, bytes) else str(source)
+        self._zip: zipfile.ZipFile | None = None
+        self._dir: Path | None = None
+        try:
+            if isinstance(source, bytes):
+                self._zip = zipfile.ZipFile(io.BytesIO(source))
+            elif Path(source).is_dir():
+                self._dir = Path(source)
+            else:
+                self._zip = zipfile.ZipFile(source)
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise BundleError(f"cannot open bundle {self.source}: {exc}") from exc
+
+    def exists(self, name: str) -> bool:
+        if self._dir is not None:
+            return (self._dir / name).is_file()
+        assert self._zip is not None
+        return name in self._zip.NameToInfo
+
+    def text(self, name: str) -> str:
+        try:
+            if self._dir is not None:
+                return (self._dir / name).read_text()
+            assert self._zip is not None
+            return self._zip.read(name).decode()
+        except (OSError, KeyError, UnicodeDecodeError) as exc:
+            raise BundleError(f"bundle {self.source} has no readable {name}: {exc}") from exc
+
+    def json(self, name: str) -> Any:
+        try:
+            return json.loads(self.text(name))
+        except json.JSONDecodeError as exc:
+            raise BundleError(f"bundle {self.source}: {name} is not valid JSON: {exc}") from exc
+
+
+def read_bundle(source: str | Path | bytes) -> Bundle:
+    """Parse a Bundle.ML; a malformed file is refused with the file it is in."""
+    files = _Files(source)
+    info = files.json("bundle.json")
+    if info.get("format") != "json":
+        raise BundleError(
+            f"bundle {files.source} is in {info.get('format')!r} format; only 'json' is supported"
+        )
+    root = _node(files, "root")
+    if root.op != "pipeline":
+        raise BundleError(f"bundle {files.source}: the root is a {root.op!r}, not a pipeline")
+    names = root.attributes.get("nodes")
+    if not isinstance(names, list) or not names:
+        raise BundleError(f"bundle {files.source}: the root pipeline lists no nodes")
+    nodes = tuple(_node(files, f"root/{name}.node") for name in names)
+    metadata = files.json(METADATA_FILE) if files.exists(METADATA_FILE) else {}
+    return Bundle(str(info.get("name", "")), str(info.get("version", "")), nodes, metadata)
+
+
+def _node(files: _Files, folder: str, with_shape: bool = True) -> Node:
+    model = files.json(f"{folder}/model.json")
+    shape = files.json(f"{folder}/node.json")["shape"] if with_shape else {}
+    op = model.get("op")
+    if not isinstance(op, str):
+        raise BundleError(f"bundle {files.source}: {folder}/model.json names no op")
+    attributes = {
+        name: _attribute(value, f"{folder}: attribute {name!r}")
+        for name, value in (model.get("attributes") or {}).items()
+    }
+    children = {}
+    if op in ("random_forest_classifier", "random_forest_regression"):
+        for tree in attributes.get("trees") or []:
+            children[tree] = _node(files, f"{folder}/{tree}", with_shape=False)
+    tree_nodes = None
+    if op in ("decision_tree_classifier", "decision_tree_regression"):
+        lines = files.text(f"{folder}/tree.json").splitlines()
+        try:
+            tree_nodes = tuple(json.loads(line) for line in lines if line.strip())
+        except json.JSONDecodeError as exc:
+            raise BundleError(f"bundle {files.source}: {folder}/tree.json: {exc}") from exc
+    return Node(
+        name=posixpath.basename(folder).removesuffix(".node"),
+        op=op,
+        attributes=attributes,
+        inputs=_ports(shape.get("inputs", []), folder, files),
+        outputs=_ports(shape.get("outputs", []), folder, files),
+        where=folder,
+        children=children,
+        tree=tree_nodes,
+    )
+
+
+def _ports(raw: Any, folder: str, files: _Files) -> tuple[Port, ...]:
+    items = [raw] if isinstance(raw, dict) else raw
+    try:
+        return tuple(Port(str(item["name"]), str(item["port"])) for item in items)
+    except (KeyError, TypeError) as exc:
+        raise BundleError(f"bundle {files.source}: {folder}/node.json has a bad port") from exc
+
+
+def _attribute(value: Any, where: str) -> Any:
+    """An MLeap attribute as a Python value: scalar, list, or numpy array for a tensor."""
+    if not isinstance(value, dict):
+        raise BundleError(f"{where} is not an MLeap attribute object")
+    kind = value.get("type")
+    if "data_shape" in value:
+        return value["data_shape"]
+    present = [key for key in SCALAR_TYPES if key in value]
+    if len(present) != 1:
+        raise BundleError(f"{where} has no single value of a known type ({', '.join(value)})")
+    raw = value[present[0]]
+    if kind == "tensor":
+        dims = [int(d["size"]) for d in value.get("shape", {}).get("dimensions", [])]
+        array = np.asarray(raw, dtype=np.float64 if present[0] == "double" else None)
+        try:
+            return array.reshape(dims) if dims else array
+        except ValueError as exc:
+            raise BundleError(f"{where}: values do not fit the shape {dims}") from exc
+    if kind == "list" or kind is None:
+        return raw
+    raise BundleError(f"{where} has an unknown attribute type {kind!r}")

@@ -1,0 +1,328 @@
+"""Check a bundle against what the runtime supports and turn it into a list of array steps.
+
+Everything a run needs is decided here, when a bundle is registered or loaded: an op or
+attribute the runtime does not know, a size that does not line up, or a tree that does not
+parse is refused with its node's name before any row is scored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from jobs.bundle.format import Bundle, BundleError, Node
+from jobs.bundle.trees import Forest, forest_from_nodes
+
+Kind = Literal["numeric", "string", "vector"]
+Task = Literal["classification", "regression"]
+
+# Attributes each op may carry; anything else is refused rather than silently ignored.
+ATTRIBUTES: dict[str, frozenset[str]] = {
+    "imputer": frozenset({"strategy", "surrogate_value", "missing_value", "nullable_input"}),
+    "vector_assembler": frozenset({"input_shapes"}),
+    "standard_scaler": frozenset({"mean", "std"}),
+    "string_indexer": frozenset({"labels", "handle_invalid", "nullable_input"}),
+    "one_hot_encoder": frozenset({"size", "drop_last", "handle_invalid"}),
+    "logistic_regression": frozenset({"coefficients", "intercept", "num_classes", "threshold"}),
+    "linear_regression": frozenset({"coefficients", "intercept"}),
+    "decision_tree_classifier": frozenset({"num_features", "num_classes"}),
+    "decision_tree_regression": frozenset({"num_features"}),
+    "random_forest_classifier": frozenset({"num_features", "num_classes", "tree_weights", "trees"}),
+    "random_forest_regression": frozenset({"num_features", "tree_weights", "trees"}),
+}
+MODEL_OPS = frozenset(
+    {
+        "logistic_regression",
+        "linear_regression",
+        "decision_tree_classifier",
+        "decision_tree_regression",
+        "random_forest_classifier",
+        "random_forest_regression",
+    }
+)
+SUPPORTED_OPS = tuple(ATTRIBUTES)
+
+
+@dataclass(frozen=True)
+class Impute:
+    source: str
+    target: str
+    surrogate: float
+    missing_value: float | None  # besides null and NaN
+
+
+@dataclass(frozen=True)
+class Index:
+    source: str
+    target: str
+    labels: tuple[str, ...]
+    keep_invalid: bool  # unknown or null -> len(labels); else the row is an error
+
+
+@dataclass(frozen=True)
+class OneHot:
+    source: str
+    target: str
+    size: int
+    width: int
+    keep_invalid: bool
+
+
+@dataclass(frozen=True)
+class Assemble:
+    sources: tuple[str, ...]
+    target: str
+
+
+@dataclass(frozen=True)
+class Scale:
+    source: str
+    target: str
+    mean: np.ndarray | None
+    std: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class Linear:
+    source: str
+    coefficients: np.ndarray
+    intercept: float
+    logistic: bool
+
+
+@dataclass(frozen=True)
+class Trees:
+    source: str
+    forest: Forest
+
+
+Step = Impute | Index | OneHot | Assemble | Scale | Linear | Trees
+
+
+@dataclass(frozen=True)
+class Input:
+    """A column the bundle reads from the batch."""
+
+    name: str
+    kind: Literal["numeric", "string"]
+    nulls_allowed: bool  # only an imputer (or a keep-invalid indexer) reads it
+
+
+@dataclass(frozen=True)
+class Program:
+    inputs: tuple[Input, ...]
+    steps: tuple[Step, ...]
+    task: Task
+    model_op: str
+    threshold: float  # a classifier's label is the positive class when score > threshold
+    num_features: int
+
+
+def build_program(bundle: Bundle) -> Program:
+    """Check every node of the bundle and lower it to array steps (no device involved)."""
+    kinds: dict[str, tuple[Kind, int]] = {}  # column -> (kind, width)
+    inputs: dict[str, Kind] = {}
+    readers: dict[str, set[str]] = {}  # input column -> ops that read it
+    steps: list[Step] = []
+    model: Node | None = None
+    for node in bundle.nodes:
+        _check_attributes(node)
+        if model is not None:
+            raise BundleError(
+                f"node {node.name!r} ({node.op}) comes after the model {model.name!r}; "
+                "the model must be the last node"
+            )
+
+        def read(index: int, want: tuple[Kind, ...], node: Node = node) -> tuple[str, Kind, int]:
+            if index >= len(node.inputs):
+                raise BundleError(f"node {node.name!r} ({node.op}) has no input {index}")
+            name = node.inputs[index].name
+            if name not in kinds:
+                kind: Kind = "string" if "string" in want else "numeric"
+                inputs[name] = kind
+                kinds[name] = (kind, 1)
+            readers.setdefault(name, set()).add(node.op)
+            kind, width = kinds[name]
+            if kind not in want:
+                raise BundleError(
+                    f"node {node.name!r} ({node.op}) reads {name!r} as {'/'.join(want)}, "
+                    f"but it is {kind}"
+                )
+            return name, kind, width
+
+        def write(kind: Kind, width: int, node: Node = node) -> str:
+            if not node.outputs:
+                raise BundleError(f"node {node.name!r} ({node.op}) declares no output")
+            name = node.outputs[0].name
+            if name in kinds:
+                raise BundleError(f"node {node.name!r} writes {name!r}, which already exists")
+            kinds[name] = (kind, width)
+            return name
+
+        if node.op in MODEL_OPS:
+            model = node
+            source, _, width = read(0, ("vector",))
+            steps.append(_model_step(node, source, width))
+            continue
+        steps.append(_transform_step(node, read, write))
+    if model is None:
+        raise BundleError("the bundle has no model node (" + ", ".join(sorted(MODEL_OPS)) + ")")
+    final = steps[-1]
+    assert isinstance(final, Linear | Trees)
+    width = kinds[final.source][1]
+    return Program(
+        inputs=tuple(
+            Input(
+                name,
+                "string" if kind == "string" else "numeric",
+                nulls_allowed=readers[name] <= {"imputer", "string_indexer"}
+                and not any(
+                    isinstance(s, Index) and s.source == name and not s.keep_invalid for s in steps
+                ),
+            )
+            for name, kind in inputs.items()
+        ),
+        steps=tuple(steps),
+        task="classification"
+        if model.op.endswith("classifier") or model.op.startswith("logistic")
+        else "regression",
+        model_op=model.op,
+        threshold=float(model.attributes.get("threshold", 0.5)),
+        num_features=width,
+    )
+
+
+def _check_attributes(node: Node) -> None:
+    if node.op not in ATTRIBUTES:
+        raise BundleError(
+            f"node {node.name!r} uses op {node.op!r}, which the runtime does not support "
+            f"(supported: {', '.join(SUPPORTED_OPS)})"
+        )
+    unknown = sorted(set(node.attributes) - ATTRIBUTES[node.op])
+    if unknown:
+        raise BundleError(
+            f"node {node.name!r} ({node.op}) has attribute(s) {', '.join(unknown)} that the "
+            f"runtime does not support (known: {', '.join(sorted(ATTRIBUTES[node.op]))})"
+        )
+
+
+def _need(node: Node, name: str, types: type | tuple[type, ...]) -> Any:
+    if name not in node.attributes:
+        raise BundleError(f"node {node.name!r} ({node.op}) lacks the attribute {name!r}")
+    value = node.attributes[name]
+    if not isinstance(value, types):
+        raise BundleError(f"node {node.name!r} ({node.op}): attribute {name!r} is {value!r}")
+    return value
+
+
+def _vector(node: Node, name: str, width: int | None) -> np.ndarray:
+    value = np.asarray(_need(node, name, (list, np.ndarray)), dtype=np.float64).ravel()
+    if width is not None and value.size != width:
+        raise BundleError(
+            f"node {node.name!r} ({node.op}): {name} has {value.size} values for {width} features"
+        )
+    if not np.all(np.isfinite(value)):
+        raise BundleError(f"node {node.name!r} ({node.op}): {name} holds a non-finite value")
+    return value
+
+
+def _invalid_policy(node: Node) -> bool:
+    policy = node.attributes.get("handle_invalid", "error")
+    if policy not in ("error", "keep"):
+        raise BundleError(
+            f"node {node.name!r} ({node.op}): handle_invalid {policy!r} is not supported "
+            "('skip' would drop rows, and every row must be scored or rejected)"
+        )
+    return bool(policy == "keep")
+
+
+def _transform_step(node: Node, read: Any, write: Any) -> Step:
+    op = node.op
+    if op == "imputer":
+        source, _, _ = read(0, ("numeric",))
+        strategy = node.attributes.get("strategy", "mean")
+        if strategy not in ("mean", "median"):
+            raise BundleError(f"node {node.name!r} (imputer): strategy {strategy!r} unsupported")
+        surrogate = float(_need(node, "surrogate_value", (int, float)))
+        missing = node.attributes.get("missing_value")
+        if missing is not None and not isinstance(missing, int | float):
+            raise BundleError(f"node {node.name!r} (imputer): missing_value is {missing!r}")
+        keep_missing = None if missing is None or np.isnan(missing) else float(missing)
+        return Impute(source, write("numeric", 1), surrogate, keep_missing)
+    if op == "vector_assembler":
+        sources = []
+        total = 0
+        for index in range(len(node.inputs)):
+            name, _, width = read(index, ("numeric", "vector"))
+            sources.append(name)
+            total += width
+        shapes = node.attributes.get("input_shapes")
+        if isinstance(shapes, list) and len(shapes) != len(sources):
+            raise BundleError(
+                f"node {node.name!r} (vector_assembler): input_shapes lists {len(shapes)} "
+                f"inputs but the node has {len(sources)}"
+            )
+        return Assemble(tuple(sources), write("vector", total))
+    if op == "standard_scaler":
+        source, _, width = read(0, ("vector",))
+        mean = _vector(node, "mean", width) if "mean" in node.attributes else None
+        std = _vector(node, "std", width) if "std" in node.attributes else None
+        return Scale(source, write("vector", width), mean, std)
+    if op == "string_indexer":
+        source, _, _ = read(0, ("string",))
+        labels = _need(node, "labels", list)
+        if not all(isinstance(label, str) for label in labels) or len(set(labels)) != len(labels):
+            raise BundleError(f"node {node.name!r} (string_indexer): labels must be unique strings")
+        return Index(source, write("numeric", 1), tuple(labels), _invalid_policy(node))
+    if op == "one_hot_encoder":
+        source, _, _ = read(0, ("numeric",))
+        size = int(_need(node, "size", int))
+        if size < 1:
+            raise BundleError(f"node {node.name!r} (one_hot_encoder): size {size} is below 1")
+        keep = _invalid_policy(node)
+        width = size + (1 if keep else 0) - (1 if node.attributes.get("drop_last", True) else 0)
+        return OneHot(source, write("vector", width), size, width, keep)
+    raise AssertionError(op)  # _check_attributes admits only the ops handled here
+
+
+def _model_step(node: Node, source: str, width: int) -> Step:
+    op = node.op
+    if op in ("logistic_regression", "decision_tree_classifier", "random_forest_classifier"):
+        classes = int(node.attributes.get("num_classes", 2))
+        if classes != 2:
+            raise BundleError(
+                f"node {node.name!r} ({op}): {classes} classes; only binary classification "
+                "is supported"
+            )
+    if op in ("logistic_regression", "linear_regression"):
+        coefficients = _vector(node, "coefficients", width)
+        intercept = float(_need(node, "intercept", (int, float)))
+        return Linear(source, coefficients, intercept, logistic=op == "logistic_regression")
+    declared = int(_need(node, "num_features", int))
+    if declared != width:
+        raise BundleError(
+            f"node {node.name!r} ({op}) expects {declared} features but its input "
+            f"{source!r} has {width}"
+        )
+    classifier = op.endswith("classifier")
+    if op.startswith("decision_tree"):
+        return Trees(source, forest_from_nodes([node], classifier, width))
+    weights = _need(node, "tree_weights", list)
+    names = _need(node, "trees", list)
+    if len(weights) != len(names) or not names:
+        raise BundleError(f"node {node.name!r} ({op}): {len(names)} trees, {len(weights)} weights")
+    if any(w != 1.0 for w in weights):
+        raise BundleError(f"node {node.name!r} ({op}): tree weights other than 1 are unsupported")
+    trees = []
+    want = "decision_tree_classifier" if classifier else "decision_tree_regression"
+    for name in names:
+        tree = node.children.get(name)
+        if tree is None or tree.op != want:
+            raise BundleError(f"node {node.name!r} ({op}): tree {name!r} is not a {want}")
+        _check_attributes(tree)
+        if int(tree.attributes.get("num_features", width)) != width:
+            raise BundleError(f"{tree.where}: num_features differs from the forest's {width}")
+        trees.append(tree)
+    return Trees(source, forest_from_nodes(trees, classifier, width))
