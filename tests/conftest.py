@@ -130,5 +130,46 @@ def job_settings(settings: Settings, jobs_database: str, tmp_path: Path) -> Sett
             "database_url": SecretStr(jobs_database),
             "lake_uri": str(tmp_path / "lake"),
             "landing_root": str(tmp_path / "landing"),
+            "models_root": str(tmp_path / "models"),
         }
     )
+
+
+def customers_contract() -> Any:
+    from jobs.contracts import load_contract
+
+    return load_contract(get_settings().contracts_dir, "customers", 1)
+
+
+def export_model(
+    folder: Path,
+    kind: str,
+    table: Any,
+    target: Any,
+    contract: Any = None,
+    task: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> tuple[Any, Path]:
+    """Fit the training pipeline on `table`/`target` and write its bundle; (pipeline, path)."""
+    from jobs import modeling
+    from jobs.bundle.export import export_bundle
+
+    contract = contract or customers_contract()
+    task = task or ("regression" if kind == "linear_regression" else "classification")
+    pipeline = modeling.build_pipeline(contract, kind, task, params)  # type: ignore[arg-type]
+    frame = modeling.features_frame(table, modeling.feature_layout(contract))
+    pipeline.fit(frame, target)
+    features = [{"name": c.name, "type": c.type, "nullable": c.nullable} for c in contract.features]
+    metadata = {
+        "model_kind": kind,
+        "task": task,
+        "classes": ["false", "true"] if task == "classification" else None,
+        "input_contract": {
+            "dataset": contract.name,
+            "version": contract.version,
+            "entity_id": {"name": contract.entity_id.name, "type": contract.entity_id.type},
+            "features": features,
+        },
+    }
+    path = export_bundle(pipeline, folder / f"{kind}-{task}.zip", kind, metadata)
+    return pipeline, path

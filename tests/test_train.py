@@ -1,0 +1,217 @@
+"""The training job on a real local Spark, Delta tables on disk and the real database."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import run_cli
+
+from jobs.contracts import ContractError
+from jobs.registry import Registry
+from jobs.sample_data import customers
+from jobs.train import TrainingDataError, TrainRequest, train
+from precompute.settings import Settings
+
+
+def write_batch(folder: Path, table: pa.Table) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, folder / "part-0.parquet")
+    return folder
+
+
+def test_training_from_files_registers_a_challenger_with_metrics_and_reference(
+    spark: Any, job_settings: Settings, tmp_path: Path
+) -> None:
+    data = write_batch(tmp_path / "train", customers(4000, seed=11))
+    result = train(
+        spark,
+        job_settings,
+        TrainRequest(
+            model="churn-files",
+            dataset="customers",
+            kind="logistic_regression",
+            input_path=str(data),
+        ),
+    )
+    version = result.version
+
+    assert (version.version, version.aliases) == (1, ("challenger",))
+    assert (result.rows_train, result.rows_validation) == (3200, 800)
+    assert result.parity_max_diff <= 1e-6
+    assert set(version.metrics) == {"auc", "log_loss", "accuracy"}
+    assert 0.6 < version.metrics["auc"] <= 1.0  # the label depends on the features
+    assert version.training_data == {
+        "files": str(data),
+        "file_count": 1,
+        "rows": 4000,
+        "validation_rows": 800,
+    }
+    reference = version.reference_scores
+    assert reference is not None and reference["count"] == 800
+    assert abs(sum(reference["shares"]) - 1.0) < 1e-9
+    assert version.input_schema["dataset"] == "customers"
+    assert [f["name"] for f in version.input_schema["features"]][:2] == ["age", "tenure_months"]
+    # The registered bundle scores new customers through the registry's checked load.
+    from jobs.bundle.runtime import compile_bundle
+
+    registry = Registry(job_settings)
+    plan = compile_bundle(registry.load(version), "cpu", model_version_id=version.version_id)
+    out = plan.score(customers(10, seed=12, label=False))
+    assert out.column("model_version_id").to_pylist() == [version.version_id] * 10
+    assert set(out.column("label").to_pylist()) <= {"true", "false"}
+
+
+def test_training_from_a_delta_table_records_the_version_it_read(
+    spark: Any, job_settings: Settings
+) -> None:
+    from deltalake import write_deltalake
+
+    uri = f"{job_settings.lake_uri}/training/customers"
+    first = customers(1000, seed=21)
+    write_deltalake(uri, first)
+    write_deltalake(uri, customers(500, seed=22, first_id=5000), mode="append")
+
+    result = train(
+        spark,
+        job_settings,
+        TrainRequest(
+            model="churn-delta",
+            dataset="customers",
+            kind="random_forest",
+            table="training/customers",
+            table_version=0,
+            params={"n_estimators": 10, "max_depth": 4},
+        ),
+    )
+
+    assert result.version.training_data == {
+        "delta_table": uri,
+        "table_version": 0,
+        "rows": 1000,
+        "validation_rows": 200,
+    }
+    assert result.version.model_kind == "random_forest"
+    assert result.parity_max_diff == 0.0
+
+
+def test_training_data_that_breaks_the_contract_fails_naming_rows_and_reasons(
+    spark: Any, job_settings: Settings, tmp_path: Path
+) -> None:
+    table = customers(300, seed=31)
+    age = table.column("age").to_numpy().copy()
+    age[7] = 5.0
+    churned = table.column("churned").to_pylist()
+    churned[9] = None
+    table = table.set_column(table.schema.get_field_index("age"), "age", pa.array(age))
+    table = table.set_column(
+        table.schema.get_field_index("churned"), "churned", pa.array(churned, pa.bool_())
+    )
+    data = write_batch(tmp_path / "bad", table)
+
+    with pytest.raises(TrainingDataError) as failure:
+        train(
+            spark,
+            job_settings,
+            TrainRequest(
+                model="churn-bad", dataset="customers", kind="decision_tree", input_path=str(data)
+            ),
+        )
+    message = str(failure.value)
+    assert "breaks contract customers/v1 (with label 'churned'): 2 of 300 rows rejected" in message
+    assert "'c7': out_of_range(age)" in message and "'c9': null_required(churned)" in message
+    assert not Path(job_settings.models_root, "churn-bad").exists()
+
+
+def test_a_missing_label_column_and_a_one_class_label_are_refused(
+    spark: Any, job_settings: Settings, tmp_path: Path
+) -> None:
+    no_label = write_batch(tmp_path / "nolabel", customers(100, seed=41, label=False))
+    from jobs.landing import InputError
+
+    with pytest.raises(InputError, match="missing required columns churned"):
+        train(
+            spark,
+            job_settings,
+            TrainRequest(
+                model="churn-x", dataset="customers", kind="decision_tree", input_path=str(no_label)
+            ),
+        )
+    table = customers(100, seed=42)
+    one_class = table.set_column(
+        table.schema.get_field_index("churned"), "churned", pa.array(np.zeros(100, bool))
+    )
+    with pytest.raises(TrainingDataError, match="has 1 distinct values"):
+        train(
+            spark,
+            job_settings,
+            TrainRequest(
+                model="churn-x",
+                dataset="customers",
+                kind="decision_tree",
+                input_path=str(write_batch(tmp_path / "oneclass", one_class)),
+            ),
+        )
+
+
+def test_a_contract_without_a_label_cannot_train() -> None:
+    from jobs.contracts import Contract
+
+    contract = Contract.model_validate(
+        {
+            "name": "plain",
+            "version": 1,
+            "entity_id": {"name": "id", "type": "string", "nullable": False},
+            "features": [{"name": "x", "type": "double"}],
+        }
+    )
+    with pytest.raises(ContractError, match="declares no label"):
+        contract.for_training()
+
+
+def test_precompute_train_on_the_command_line(job_settings: Settings, tmp_path: Path) -> None:
+    data = write_batch(tmp_path / "cli", customers(1500, seed=51))
+    env = os.environ | {
+        "DATABASE_URL": job_settings.database_url.get_secret_value(),  # type: ignore[union-attr]
+        "PRECOMPUTE_MODELS_ROOT": job_settings.models_root,
+        "PRECOMPUTE_LAKE_URI": job_settings.lake_uri,
+    }
+    done = run_cli(
+        "train",
+        "--model",
+        "churn-cli",
+        "--dataset",
+        "customers",
+        "--kind",
+        "decision_tree",
+        "--input",
+        str(data),
+        "--param",
+        "max_depth=3",
+        "--alias",
+        "champion",
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "registered churn-cli v1 [champion] (decision_tree)" in done.stdout
+    wrong = run_cli(
+        "train",
+        "--model",
+        "churn-cli",
+        "--dataset",
+        "customers",
+        "--kind",
+        "decision_tree",
+        "--input",
+        str(data),
+        "--param",
+        "depth=3",
+        env=env,
+    )
+    assert wrong.returncode == 1
+    assert "DecisionTreeClassifier has no parameter depth" in wrong.stderr
