@@ -142,6 +142,27 @@ def test_runtime_scores_equal_scikit_learn_on_builtin_data(
     np.testing.assert_allclose(out.column("score").to_numpy(), expected, rtol=0, atol=TOLERANCE)
 
 
+@pytest.mark.parametrize(
+    ("kind", "task"),
+    [("logistic_regression", "classification"), ("linear_regression", "regression")],
+)
+def test_a_folded_linear_model_scores_as_its_steps_do(
+    synthetic: dict[str, Any], kind: str, task: str
+) -> None:
+    _, path = synthetic["models"][(kind, task)]
+    bundle = read_bundle(path)
+    folded, stepwise = compile_bundle(bundle, "cpu"), compile_bundle(bundle, "cpu", fold=False)
+    assert [type(s).__name__ for s in folded.program.steps] == ["LinearTerms"]
+    assert len(stepwise.program.steps) > 5
+    held_out = synthetic["held_out"]
+    np.testing.assert_allclose(
+        folded.score(held_out).column("score").to_numpy(),
+        stepwise.score(held_out).column("score").to_numpy(),
+        rtol=0,
+        atol=1e-12,
+    )
+
+
 def test_float32_floor_gives_scikit_learns_split_for_every_float32() -> None:
     rng = np.random.default_rng(1)
     a = rng.normal(size=20_000).astype(np.float32)

@@ -98,7 +98,35 @@ class Trees:
     forest: Forest
 
 
-Step = Impute | Index | OneHot | Assemble | Scale | Linear | Trees
+@dataclass(frozen=True)
+class NumericTerm:
+    column: str
+    weight: float
+    surrogate: float | None  # imputed value for null/NaN; None: the column is used as is
+    missing_value: float | None
+
+
+@dataclass(frozen=True)
+class CategoryTerm:
+    column: str
+    labels: tuple[str, ...]
+    weights: np.ndarray  # weight per label index, plus 0 for the unknown index len(labels)
+    keep_invalid: bool
+
+
+@dataclass(frozen=True)
+class LinearTerms:
+    """A linear model with its imputers, scaler and one-hot encoders folded into one weight per
+    column (and per category): z = intercept + sum of weight * value, with no feature matrix.
+    Scaling folds as w * (x - mean) / std = (w / std) * x - w * mean / std."""
+
+    numeric: tuple[NumericTerm, ...]
+    categorical: tuple[CategoryTerm, ...]
+    intercept: float
+    logistic: bool
+
+
+Step = Impute | Index | OneHot | Assemble | Scale | Linear | Trees | LinearTerms
 
 
 @dataclass(frozen=True)
@@ -120,8 +148,9 @@ class Program:
     num_features: int
 
 
-def build_program(bundle: Bundle) -> Program:
-    """Check every node of the bundle and lower it to array steps (no device involved)."""
+def build_program(bundle: Bundle, *, fold: bool = True) -> Program:
+    """Check every node of the bundle and lower it to array steps (no device involved).
+    `fold=False` keeps a linear model's steps as written (for comparing the two)."""
     kinds: dict[str, tuple[Kind, int]] = {}  # column -> (kind, width)
     inputs: dict[str, Kind] = {}
     readers: dict[str, set[str]] = {}  # input column -> ops that read it
@@ -172,6 +201,9 @@ def build_program(bundle: Bundle) -> Program:
     final = steps[-1]
     assert isinstance(final, Linear | Trees)
     width = kinds[final.source][1]
+    if isinstance(final, Linear) and fold:
+        folded = fold_linear(steps, kinds)
+        steps = [folded] if folded is not None else steps
     return Program(
         inputs=tuple(
             Input(
@@ -192,6 +224,59 @@ def build_program(bundle: Bundle) -> Program:
         threshold=float(model.attributes.get("threshold", 0.5)),
         num_features=width,
     )
+
+
+def fold_linear(steps: list[Step], kinds: dict[str, tuple[Kind, int]]) -> LinearTerms | None:
+    """The linear model as per-column terms, when its input is built only from imputed or raw
+    numeric columns (optionally standardised) and one-hot encoded categories; else None."""
+    model = steps[-1]
+    assert isinstance(model, Linear)
+    producer = {getattr(s, "target", None): s for s in steps[:-1]}
+    final = producer.get(model.source)
+    if not isinstance(final, Assemble):
+        return None
+    numeric: list[NumericTerm] = []
+    categorical: list[CategoryTerm] = []
+    intercept = model.intercept
+    offset = 0
+    for block in final.sources:
+        width = kinds[block][1]
+        w = model.coefficients[offset : offset + width]
+        offset += width
+        source = producer.get(block)
+        if isinstance(source, OneHot):
+            index = producer.get(source.source)
+            if not isinstance(index, Index) or source.size != len(index.labels):
+                return None
+            weights = np.zeros(len(index.labels) + 1)
+            weights[:width] = w  # codes past the width (the dropped slots) add nothing
+            categorical.append(
+                CategoryTerm(index.source, index.labels, weights, index.keep_invalid)
+            )
+            continue
+        mean = std = None
+        if isinstance(source, Scale):
+            mean, std = source.mean, source.std
+            source = producer.get(source.source)
+        columns = source.sources if isinstance(source, Assemble) else (block,)
+        if isinstance(source, Assemble) and len(columns) != width:
+            return None
+        for j, column in enumerate(columns):
+            weight = float(w[j])
+            if std is not None:
+                weight = weight / std[j] if std[j] != 0 else 0.0
+            if mean is not None:
+                intercept -= weight * mean[j]
+            impute = producer.get(column)
+            if isinstance(impute, Impute):
+                numeric.append(
+                    NumericTerm(impute.source, weight, impute.surrogate, impute.missing_value)
+                )
+            elif impute is None and kinds[column][0] == "numeric":
+                numeric.append(NumericTerm(column, weight, None, None))
+            else:
+                return None
+    return LinearTerms(tuple(numeric), tuple(categorical), intercept, model.logistic)
 
 
 def _check_attributes(node: Node) -> None:

@@ -24,6 +24,7 @@ from jobs.bundle.program import (
     Impute,
     Index,
     Linear,
+    LinearTerms,
     OneHot,
     Program,
     Scale,
@@ -61,10 +62,12 @@ class Backend:
         self.xp = xp
         self._tree_kernel = tree_kernel
 
-    def numeric(self, column: pa.Array | pa.ChunkedArray) -> Any:
-        """float64 values with NaN for nulls."""
-        host = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
-        return self.xp.asarray(host)
+    def numeric(self, column: pa.Array | pa.ChunkedArray, fill: float | None = None) -> Any:
+        """float64 values; nulls become `fill`, or NaN without one."""
+        values = pc.cast(column, pa.float64())
+        if fill is not None:
+            values = pc.fill_null(values, fill)  # then the buffer is used without a copy
+        return self.xp.asarray(values.to_numpy(zero_copy_only=False))
 
     def codes(self, column: pa.Array | pa.ChunkedArray, labels: tuple[str, ...]) -> Any:
         """Each string's position in labels as float64 (MLeap's index type); len(labels) if absent.
@@ -205,16 +208,50 @@ class Plan:
             or pa.types.is_decimal(column.type)
         ):
             raise ScoringError(f"column {name!r} is {column.type}; the model wants numbers")
-        values = self.backend.numeric(column)
-        if not nulls_allowed and bool(self.backend.xp.isnan(values).any()):
+        if not nulls_allowed and (
+            column.null_count
+            or (pa.types.is_floating(column.type) and pc.any(pc.is_nan(column)).as_py())
+        ):
             raise ScoringError(
                 f"column {name!r} has missing values and the model has no imputer for it"
             )
-        return values
+        return column  # converted where a step reads it (see _array)
+
+    def _array(self, env: dict[str, Any], name: str) -> Any:
+        """A column as the backend's float64 array (NaN for nulls), converted once."""
+        value = env[name]
+        if isinstance(value, pa.Array | pa.ChunkedArray):
+            value = env[name] = self.backend.numeric(value)
+        return value
+
+    def _linear_terms(self, step: LinearTerms, env: dict[str, Any], xp: Any) -> Any:
+        z = None
+        for term in step.numeric:
+            # Nulls are filled in Arrow, which then hands over its buffer without a copy.
+            values = self.backend.numeric(env[term.column], term.surrogate)
+            if term.surrogate is not None:
+                missing = xp.isnan(values)
+                if term.missing_value is not None:
+                    missing |= values == term.missing_value
+                if bool(missing.any()):
+                    values = xp.where(missing, term.surrogate, values)
+            z = values * term.weight if z is None else z + values * term.weight
+        for category in step.categorical:
+            codes = self.backend.codes(env[category.column], category.labels)
+            if not category.keep_invalid and bool((codes == len(category.labels)).any()):
+                raise ScoringError(
+                    f"column {category.column!r} holds a value outside {list(category.labels)} "
+                    "and the model's indexer refuses unknown values"
+                )
+            contribution = xp.asarray(category.weights)[codes.astype(xp.int64)]
+            z = contribution if z is None else z + contribution
+        assert z is not None
+        z = z + step.intercept
+        return 1.0 / (1.0 + xp.exp(-z)) if step.logistic else z
 
     def _run(self, position: int, step: Step, env: dict[str, Any], xp: Any) -> Any:
         if isinstance(step, Impute):
-            values = env[step.source]
+            values = self._array(env, step.source)
             missing = xp.isnan(values)
             if step.missing_value is not None:
                 missing |= values == step.missing_value
@@ -228,7 +265,7 @@ class Plan:
                 )
             env[step.target] = codes
         elif isinstance(step, OneHot):
-            codes = env[step.source]
+            codes = self._array(env, step.source)
             if not step.keep_invalid and bool(((codes < 0) | (codes >= step.size)).any()):
                 raise ScoringError(f"{step.source!r} holds an index outside 0..{step.size - 1}")
             out = xp.zeros((codes.shape[0], step.width), dtype=xp.float64)
@@ -238,10 +275,11 @@ class Plan:
             out[rows[inside], slot[inside]] = 1.0
             env[step.target] = out
         elif isinstance(step, Assemble):
-            parts = [env[s] if env[s].ndim == 2 else env[s][:, None] for s in step.sources]
+            arrays = [self._array(env, s) for s in step.sources]
+            parts = [a if a.ndim == 2 else a[:, None] for a in arrays]
             env[step.target] = xp.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
         elif isinstance(step, Scale):
-            values = env[step.source]
+            values = self._array(env, step.source)
             if step.mean is not None:
                 values = values - xp.asarray(step.mean)
             if step.std is not None:
@@ -252,6 +290,8 @@ class Plan:
         elif isinstance(step, Linear):
             z = env[step.source] @ xp.asarray(step.coefficients) + step.intercept
             return 1.0 / (1.0 + xp.exp(-z)) if step.logistic else z
+        elif isinstance(step, LinearTerms):
+            return self._linear_terms(step, env, xp)
         elif isinstance(step, Trees):
             x32 = env[step.source].astype(xp.float32)
             return self.kernels[position](x32)
@@ -265,9 +305,10 @@ def compile_bundle(
     model_version_id: int | None = None,
     entity_id: str | None = None,
     backend: Backend | None = None,
+    fold: bool = True,
 ) -> Plan:
     """Check the bundle and bind it to a device; refuses anything it could not run."""
-    program = build_program(bundle)
+    program = build_program(bundle, fold=fold)
     chosen = backend or backend_for(device)
     contract = bundle.metadata.get("input_contract") or {}
     entity = entity_id or (contract.get("entity_id") or {}).get("name")
