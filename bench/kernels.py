@@ -97,7 +97,8 @@ def main() -> int:
         pipeline.fit(modeling.features_frame(train, layout), label)
         pipeline.named_steps["model"].set_params(**({"n_jobs": 1} if "n_jobs" in params else {}))
         with tempfile.TemporaryDirectory() as scratch:
-            path = export_bundle(pipeline, Path(scratch) / "b.zip", kind, {"task": "classification"})
+            meta = {"task": "classification"}
+            path = export_bundle(pipeline, Path(scratch) / "b.zip", kind, meta)
             bundle = read_bundle(path)
         plan = compile_bundle(bundle, "cpu", entity_id="id")
         diff = max(
@@ -105,8 +106,8 @@ def main() -> int:
             for b, f in zip(batches[:2], frames[:2], strict=True)
         )
         ours = best_rate(plan.score, batches, args.repeat)
-        frame_of = {id(b): f for b, f in zip(batches, frames, strict=True)}
-        theirs = best_rate(lambda b: pipeline.predict_proba(frame_of[id(b)]), batches, args.repeat)
+        # scikit-learn scores the pandas frames made from the same batches beforehand.
+        theirs = best_rate(pipeline.predict_proba, frames, args.repeat)
         results[kind] = (ours, plan, bundle)
         ratio = ours / theirs
         verdict = "met" if ratio >= target else "MISSED"
@@ -118,7 +119,7 @@ def main() -> int:
         for kind, (cpu_rate, _, bundle) in results.items():
             gpu_plan = compile_bundle(bundle, "gpu", entity_id="id")
             rate = best_rate(gpu_plan.score, batches, args.repeat)
-            print(f"{kind:<22} GPU runtime {rate:,.0f} rows/s = {rate / cpu_rate:.1f}x the CPU runtime")
+            print(f"{kind:<22} GPU runtime {rate:,.0f} rows/s = {rate / cpu_rate:.1f}x CPU runtime")
     return 0
 
 
