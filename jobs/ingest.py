@@ -184,11 +184,9 @@ def request_from(args: argparse.Namespace) -> IngestRequest:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """spark-submit entry point: same arguments as `precompute ingest`."""
-    from precompute.cli import run_job
+    from precompute.cli import job_main
 
-    parser = argparse.ArgumentParser(prog="ingest", description=__doc__)
-    add_arguments(parser)
-    return run_job(lambda settings: run(parser.parse_args(argv), settings))
+    return job_main("ingest", __doc__, add_arguments, run, argv)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

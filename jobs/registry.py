@@ -9,6 +9,7 @@ one transaction; a trigger keeps their history, which rollback reads.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import re
@@ -390,36 +391,9 @@ def _set_alias(cur: Cursor, model_id: int, alias: str, version_id: int) -> None:
 
 
 def _version(row: tuple[Any, ...]) -> ModelVersion:
-    (
-        version_id,
-        model,
-        task,
-        version,
-        kind,
-        uri,
-        sha,
-        schema,
-        metrics,
-        data,
-        reference,
-        created,
-        aliases,
-    ) = row
-    return ModelVersion(
-        version_id,
-        model,
-        task,
-        version,
-        kind,
-        uri,
-        sha,
-        schema,
-        metrics,
-        data,
-        reference,
-        created,
-        tuple(aliases),
-    )
+    """A row of _VERSION_COLUMNS: the dataclass's fields in order, aliases last as an array."""
+    names = [f.name for f in dataclasses.fields(ModelVersion)]
+    return ModelVersion(**dict(zip(names[:-1], row[:-1], strict=True)), aliases=tuple(row[-1]))
 
 
 def _remove(uri: str) -> None:

@@ -342,11 +342,9 @@ def request_from(args: argparse.Namespace) -> TrainRequest:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """spark-submit entry point: same arguments as `precompute train`."""
-    from precompute.cli import run_job
+    from precompute.cli import job_main
 
-    parser = argparse.ArgumentParser(prog="train", description=__doc__)
-    add_arguments(parser)
-    return run_job(lambda settings: run(parser.parse_args(argv), settings))
+    return job_main("train", __doc__, add_arguments, run, argv)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

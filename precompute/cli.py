@@ -32,6 +32,19 @@ def run_job(job: Callable[[Settings], int]) -> int:
         return 1
 
 
+def job_main(
+    prog: str,
+    description: str | None,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace, Settings], int],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """A job's spark-submit entry point: the same arguments as its `precompute` command."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_arguments(parser)
+    return run_job(lambda settings: run(parser.parse_args(argv), settings))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="precompute", description="Precompute batch scoring platform."

@@ -181,16 +181,11 @@ def test_precompute_train_on_the_command_line(job_settings: Settings, tmp_path: 
         "PRECOMPUTE_MODELS_ROOT": job_settings.models_root,
         "PRECOMPUTE_LAKE_URI": job_settings.lake_uri,
     }
+    command = ["train", "--model", "churn-cli", "--dataset", "customers", "--input", str(data)]
     done = run_cli(
-        "train",
-        "--model",
-        "churn-cli",
-        "--dataset",
-        "customers",
+        *command,
         "--kind",
         "decision_tree",
-        "--input",
-        str(data),
         "--param",
         "max_depth=3",
         "--alias",
@@ -199,19 +194,6 @@ def test_precompute_train_on_the_command_line(job_settings: Settings, tmp_path: 
     )
     assert done.returncode == 0, done.stderr
     assert "registered churn-cli v1 [champion] (decision_tree)" in done.stdout
-    wrong = run_cli(
-        "train",
-        "--model",
-        "churn-cli",
-        "--dataset",
-        "customers",
-        "--kind",
-        "decision_tree",
-        "--input",
-        str(data),
-        "--param",
-        "depth=3",
-        env=env,
-    )
+    wrong = run_cli(*command, "--kind", "decision_tree", "--param", "depth=3", env=env)
     assert wrong.returncode == 1
     assert "DecisionTreeClassifier has no parameter depth" in wrong.stderr
