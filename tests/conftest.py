@@ -94,8 +94,12 @@ def spark(settings: Settings) -> Iterator[Any]:
     from jobs.spark import spark_session
 
     session = spark_session(settings, "precompute-tests")
+    gateway = session.sparkContext._gateway
     yield session
     session.stop()
+    # Close py4j's pooled connections now: left to interpreter exit, each one logs after
+    # pytest has closed the log stream ("Logging error ... Closing down clientserver").
+    gateway.shutdown()
 
 
 @pytest.fixture(scope="session")
