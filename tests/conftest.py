@@ -95,6 +95,7 @@ def spark(settings: Settings) -> Iterator[Any]:
 
     session = spark_session(settings, "precompute-tests")
     gateway = session.sparkContext._gateway
+    assert gateway is not None
     yield session
     session.stop()
     # Close py4j's pooled connections now: left to interpreter exit, each one logs after
