@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -105,6 +105,19 @@ class Contract(BaseModel):
     @property
     def ref(self) -> str:
         return f"{self.name}/v{self.version}"
+
+    def input_schema(self) -> dict[str, Any]:
+        """What a model trained on this contract reads, as recorded in its bundle and registry."""
+
+        def column(c: Column) -> dict[str, Any]:
+            return {"name": c.name, "type": c.type, "nullable": c.nullable}
+
+        return {
+            "dataset": self.name,
+            "version": self.version,
+            "entity_id": column(self.entity_id),
+            "features": [column(c) for c in self.features],
+        }
 
     def for_training(self) -> Contract:
         """The contract training data must meet: every column, plus a label on every row."""

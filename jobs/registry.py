@@ -14,8 +14,8 @@ import datetime
 import hashlib
 import re
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,14 +88,8 @@ class Registry:
         self.hint = database.unreachable_hint(settings)
         self.models_root = settings.models_root.rstrip("/")
 
-    @contextmanager
-    def _transaction(self) -> Iterator[Cursor]:
-        connection = database.connect(self.url, hint=self.hint)
-        try:
-            with connection, connection.cursor() as cursor:
-                yield cursor
-        finally:
-            connection.close()
+    def _transaction(self) -> AbstractContextManager[Cursor]:
+        return database.transaction(self.url, hint=self.hint)
 
     # ---- registering ------------------------------------------------------------------------
 

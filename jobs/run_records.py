@@ -30,13 +30,9 @@ class RunRecorder:
         self.batch_id = batch_id
 
     def _execute(self, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
-        connection = database.connect(self.url, hint=self.hint)
-        try:
-            with connection, connection.cursor() as cursor:
-                cursor.execute(sql, params)
-                return cursor.fetchall() if cursor.description else []
-        finally:
-            connection.close()
+        with database.transaction(self.url, hint=self.hint) as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall() if cursor.description else []
 
     def start_stage(self, stage: Stage) -> int:
         """Mark the run and the stage running; returns the stage's attempt number."""

@@ -128,7 +128,7 @@ def train(spark: SparkSession, settings: Settings, request: TrainRequest) -> Tra
         "task": task,
         "classes": [_class_name(c) for c in classes] if classes is not None else None,
         "label": contract.label.name,
-        "input_contract": _contract_schema(contract),
+        "input_contract": contract.input_schema(),
         "params": pipeline.named_steps["model"].get_params(),
         "trained_at": datetime.datetime.now(datetime.UTC).isoformat(),
         "training_data": source,
@@ -198,17 +198,14 @@ def _read_training_data(
         table.column(validation.ROUTE).to_numpy(zero_copy_only=False) == validation.QUARANTINE
     )
     if rejected.any():
+        shown = table.filter(pa.array(rejected)).slice(0, SHOWN_REJECTS).to_pylist()
         examples = [
-            f"{entity!r}: "
+            f"{row['_q_entity_id']!r}: "
             + ", ".join(
                 f"{r['code']}({r['column']})" if r["column"] else r["code"]
-                for r in json.loads(reasons)
+                for r in json.loads(row["_q_reasons"])
             )
-            for entity, reasons in zip(
-                table.column("_q_entity_id").filter(pa.array(rejected)).to_pylist()[:SHOWN_REJECTS],
-                table.column("_q_reasons").filter(pa.array(rejected)).to_pylist()[:SHOWN_REJECTS],
-                strict=True,
-            )
+            for row in shown
         ]
         raise TrainingDataError(
             f"the training data breaks contract {labelled.ref} (with label "
@@ -265,18 +262,6 @@ def _metrics(
         "auc": float(metrics.roc_auc_score(positive, scores)),
         "log_loss": float(metrics.log_loss(positive, scores, labels=[False, True])),
         "accuracy": float(metrics.accuracy_score(target, pipeline.predict(frame))),
-    }
-
-
-def _contract_schema(contract: Contract) -> dict[str, Any]:
-    def column(c: Any) -> dict[str, Any]:
-        return {"name": c.name, "type": c.type, "nullable": c.nullable}
-
-    return {
-        "dataset": contract.name,
-        "version": contract.version,
-        "entity_id": column(contract.entity_id),
-        "features": [column(c) for c in contract.features],
     }
 
 

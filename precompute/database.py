@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg2
 from psycopg2.extensions import connection as Connection
+from psycopg2.extensions import cursor as Cursor
 
 from precompute.embedded_pg import EmbeddedPostgres
 from precompute.errors import PrecomputeError
@@ -67,6 +70,18 @@ def connect(
         raise DatabaseUnavailable(
             f"cannot connect to {redacted(url)}: {str(exc).strip()} ({hint})"
         ) from None
+
+
+@contextmanager
+def transaction(url: str, *, hint: str) -> Iterator[Cursor]:
+    """A cursor in one transaction on its own connection: committed on success, rolled back on
+    an exception, and the connection closed either way."""
+    connection = connect(url, hint=hint)
+    try:
+        with connection, connection.cursor() as cursor:
+            yield cursor
+    finally:
+        connection.close()
 
 
 def redacted(url: str) -> str:

@@ -164,17 +164,11 @@ def export_model(
     pipeline = modeling.build_pipeline(contract, kind, task, params)  # type: ignore[arg-type]
     frame = modeling.features_frame(table, modeling.feature_layout(contract))
     pipeline.fit(frame, target)
-    features = [{"name": c.name, "type": c.type, "nullable": c.nullable} for c in contract.features]
     metadata = {
         "model_kind": kind,
         "task": task,
         "classes": ["false", "true"] if task == "classification" else None,
-        "input_contract": {
-            "dataset": contract.name,
-            "version": contract.version,
-            "entity_id": {"name": contract.entity_id.name, "type": contract.entity_id.type},
-            "features": features,
-        },
+        "input_contract": contract.input_schema(),
     }
     path = export_bundle(pipeline, folder / f"{kind}-{task}.zip", kind, metadata)
     return pipeline, path

@@ -29,6 +29,12 @@ from jobs.bundle.format import METADATA_FILE, BundleError
 
 FEATURES = "features"
 PREDICTION = "prediction"
+TREE_OPS = (
+    "decision_tree_classifier",
+    "decision_tree_regression",
+    "random_forest_classifier",
+    "random_forest_regression",
+)
 
 
 def _mleap() -> Any:
@@ -115,19 +121,10 @@ def export_bundle(pipeline: Pipeline, path: Path, name: str, metadata: dict[str,
                 ("intercept", float(model.intercept_)),
             ],
         )
-    elif op in ("logistic_regression",):
-        model.mlinit(input_features=FEATURES, prediction_column=PREDICTION)
-        model.name = f"{op}_{len(nodes)}"
-        nodes.append(model)
-    elif op in (
-        "decision_tree_classifier",
-        "decision_tree_regression",
-        "random_forest_classifier",
-        "random_forest_regression",
-    ):
-        model.mlinit(
-            input_features=FEATURES, prediction_column=PREDICTION, feature_names=feature_names
-        )
+    elif op in ("logistic_regression", *TREE_OPS):
+        # mleap's own serializers write these; trees also need the assembled features' names.
+        names = {"feature_names": feature_names} if op in TREE_OPS else {}
+        model.mlinit(input_features=FEATURES, prediction_column=PREDICTION, **names)
         model.name = f"{op}_{len(nodes)}"
         nodes.append(model)
     else:
