@@ -67,6 +67,11 @@ class IngestResult:
         )
 
 
+def ingest_txn(dataset: str, batch_id: str) -> Txn:
+    """The Delta transaction that appends one batch to its incoming table."""
+    return Txn(f"precompute.ingest:{dataset}:{batch_id}")
+
+
 def ingest(spark: SparkSession, settings: Settings, request: IngestRequest) -> IngestResult:
     """Validate and append one batch; see the module docstring for what happens when."""
     contract = load_contract(settings.contracts_dir, request.dataset, request.contract_version)
@@ -112,7 +117,7 @@ def _ingest(
     targets = validation.targets(contract, request.batch_id, ingested_at)
     incoming = targets[validation.INCOMING].table
     quarantine = targets[validation.QUARANTINE].table
-    txn = Txn(f"precompute.ingest:{contract.name}:{request.batch_id}")
+    txn = ingest_txn(contract.name, request.batch_id)
 
     if (engine.committed_version(incoming, txn.app_id) or 0) >= txn.version:
         counts = recorder.earlier_ingest()

@@ -8,13 +8,20 @@ PSI = sum((actual - expected) * ln(actual / expected)). Rules of thumb: below 0.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
 
 BINS = 10
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 FLOOR = 1e-4  # share given to an empty bin, so the logarithm stays finite
+HISTOGRAM_BINS = 20
+QUANTILE_ACCURACY = 10_000  # percentile_approx: relative error about 1/10,000
+
+Metrics = dict[str, tuple[float | None, Any]]  # name -> (value, detail), as run_metrics holds
 
 
 def reference_distribution(scores: np.ndarray) -> dict[str, Any]:
@@ -42,6 +49,72 @@ def bin_shares(scores: np.ndarray, edges: np.ndarray | list[float]) -> np.ndarra
 
 def psi(reference: dict[str, Any], scores: np.ndarray) -> float:
     """Population stability index of `scores` against a stored reference distribution."""
-    expected = np.maximum(np.asarray(reference["shares"], dtype=np.float64), FLOOR)
-    actual = np.maximum(bin_shares(np.asarray(scores, np.float64), reference["edges"]), FLOOR)
-    return float(np.sum((actual - expected) * np.log(actual / expected)))
+    actual = bin_shares(np.asarray(scores, np.float64), reference["edges"])
+    return psi_of_shares(reference["shares"], actual)
+
+
+def psi_of_shares(expected: Any, actual: Any) -> float:
+    """PSI between two sets of bin shares over the same bins."""
+    e = np.maximum(np.asarray(expected, dtype=np.float64), FLOOR)
+    a = np.maximum(np.asarray(actual, dtype=np.float64), FLOOR)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def run_metrics(scores: DataFrame, task: str, reference: dict[str, Any] | None) -> Metrics:
+    """A run's score distribution (and drift, given a reference), computed where the rows are.
+
+    Two Spark passes over the `score` column: summary figures and quantiles, then one
+    grouping that fills both the histogram and the reference's bins.
+    """
+    from pyspark.sql import functions as F
+
+    score = F.col("score")
+    count, mean, std, low, high, quantiles = scores.agg(
+        F.count(score),
+        F.mean(score),
+        F.stddev_pop(score),
+        F.min(score),
+        F.max(score),
+        F.percentile_approx(score, list(QUANTILES), QUANTILE_ACCURACY),
+    ).first()  # type: ignore[misc]
+    metrics: Metrics = {"score_count": (float(count), None)}
+    if count == 0:
+        return metrics
+    metrics["score_mean"] = (float(mean), None)
+    metrics["score_std"] = (float(std), None)
+    metrics["score_quantiles"] = (
+        None,
+        {f"p{round(q * 100):02d}": float(v) for q, v in zip(QUANTILES, quantiles, strict=True)},
+    )
+    # Probabilities get fixed bins over [0, 1], so runs compare bin by bin; a regressor's
+    # histogram spans the run's own range.
+    low, high = (0.0, 1.0) if task == "classification" else (float(low), float(high))
+    width = (high - low) / HISTOGRAM_BINS or 1.0
+    histogram_bin = F.least(
+        F.greatest(F.floor((score - F.lit(low)) / F.lit(width)), F.lit(0)),
+        F.lit(HISTOGRAM_BINS - 1),
+    ).cast("int")
+    edges = list(reference["edges"]) if reference else []
+    # The reference bin is the number of edges below the score, as np.searchsorted(side=left).
+    reference_bin = sum(((score > F.lit(edge)).cast("int") for edge in edges), F.lit(0))
+    counts = np.zeros(HISTOGRAM_BINS, dtype=np.int64)
+    reference_counts = np.zeros(len(edges) + 1, dtype=np.int64)
+    for h, r, n in (
+        scores.groupBy(histogram_bin.alias("h"), reference_bin.alias("r")).count().collect()
+    ):
+        counts[h] += n
+        reference_counts[r] += n
+    metrics["score_histogram"] = (
+        None,
+        {
+            "edges": [low + width * i for i in range(HISTOGRAM_BINS + 1)],
+            "counts": counts.tolist(),
+        },
+    )
+    if reference:
+        actual = reference_counts / reference_counts.sum()
+        metrics["psi"] = (
+            psi_of_shares(reference["shares"], actual),
+            {"edges": edges, "expected": reference["shares"], "actual": actual.tolist()},
+        )
+    return metrics

@@ -248,10 +248,14 @@ class Registry:
 
     def load(self, version: ModelVersion) -> Bundle:
         """The version's bundle, refused when its file does not match the registered checksum."""
+        return read_bundle(self.load_bytes(version))
+
+    def load_bytes(self, version: ModelVersion) -> bytes:
+        """The version's bundle file, checked against its registered checksum."""
         try:
             fs, path = pafs.FileSystem.from_uri(version.bundle_uri)
             with fs.open_input_stream(path) as stream:
-                content = stream.readall()
+                content: bytes = stream.readall()
         except (OSError, ValueError) as exc:
             raise RegistryError(
                 f"cannot read the bundle of {version.label} at {version.bundle_uri}: {exc}"
@@ -264,7 +268,7 @@ class Registry:
                 f"{found[:12]}…): it changed after registration, so it is refused; restore the "
                 "file or register the new bundle as a new version"
             )
-        return read_bundle(content)
+        return content
 
     # ---- aliases ----------------------------------------------------------------------------
 

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import datetime
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+from psycopg2.extras import Json
 
 from precompute import database
+from precompute.errors import PrecomputeError
 from precompute.settings import Settings
 
 Stage = Literal["ingest", "score", "publish", "check"]
 StageState = Literal["succeeded", "failed", "skipped"]
+
+
+class CountMismatch(PrecomputeError):
+    """A stage's row counts do not add up with the stage before it."""
 
 
 @dataclass(frozen=True)
@@ -17,6 +26,22 @@ class IngestCounts:
     read: int
     accepted: int
     quarantined: int
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run as recorded: what later stages need to know about the earlier ones."""
+
+    run_id: str
+    mode: str
+    batch_id: str | None
+    state: str
+    model_version_id: int | None
+    rows_accepted: int | None
+    rows_scored: int | None
+    rows_published: int | None
+    scored_at: datetime.datetime | None
+    predictions_version: int | None
 
 
 class RunRecorder:
@@ -114,3 +139,57 @@ class RunRecorder:
             return None
         read, accepted, quarantined = (int(v) for v in rows[0])  # type: ignore[call-overload]
         return IngestCounts(read, accepted, quarantined)
+
+    def info(self) -> RunInfo | None:
+        """The run as recorded so far, None when it was never recorded."""
+        rows = self._execute(
+            """
+            SELECT run_id, mode, batch_id, state, model_version_id, rows_accepted, rows_scored,
+                   rows_published, scored_at, predictions_version
+              FROM precompute.runs WHERE run_id = %s
+            """,
+            (self.run_id,),
+        )
+        return RunInfo(*rows[0]) if rows else None  # type: ignore[arg-type]
+
+    def record_score(
+        self,
+        model_version_id: int,
+        scored_at: datetime.datetime,
+        predictions_version: int,
+        rows_scored: int,
+    ) -> None:
+        self._execute(
+            """
+            UPDATE precompute.runs
+               SET model_version_id = %s, scored_at = %s, predictions_version = %s,
+                   rows_scored = %s
+             WHERE run_id = %s
+            """,
+            (model_version_id, scored_at, predictions_version, rows_scored, self.run_id),
+        )
+
+    def record_metrics(self, metrics: Mapping[str, tuple[float | None, Any]]) -> None:
+        """Per-run figures, name -> (value, detail); a rerun replaces them."""
+        with database.transaction(self.url, hint=self.hint) as cursor:
+            for name, (value, detail) in metrics.items():
+                cursor.execute(
+                    """
+                    INSERT INTO precompute.run_metrics (run_id, name, value, detail)
+                    VALUES (%s, %s, %s, %s)
+                    ON CONFLICT (run_id, name) DO UPDATE
+                       SET value = EXCLUDED.value, detail = EXCLUDED.detail, recorded_at = now()
+                    """,
+                    (self.run_id, name, value, Json(detail) if detail is not None else None),
+                )
+
+    def record_published(self, rows_published: int) -> None:
+        """The publish count, and the run's success: publish is its last stage."""
+        self._execute(
+            """
+            UPDATE precompute.runs
+               SET rows_published = %s, state = 'succeeded', error = NULL, finished_at = now()
+             WHERE run_id = %s
+            """,
+            (rows_published, self.run_id),
+        )

@@ -53,8 +53,9 @@ BROADCAST_DUPLICATES = 2_000_000
 FRACTIONAL = ("double", "float")
 
 
-def incoming_table(contract: Contract) -> str:
-    return f"incoming/{contract.name}"
+def incoming_table(dataset: str) -> str:
+    """The Delta table a dataset's accepted rows are appended to."""
+    return f"incoming/{dataset}"
 
 
 def targets(contract: Contract, batch_id: str, ingested_at: datetime.datetime) -> dict[str, Target]:
@@ -66,7 +67,7 @@ def targets(contract: Contract, batch_id: str, ingested_at: datetime.datetime) -
         "ingest_date": ingested_at.astimezone(datetime.UTC).date(),
     }
     return {
-        INCOMING: Target(incoming_table(contract), columns, PARTITION_BY, constants=constants),
+        INCOMING: Target(incoming_table(contract.name), columns, PARTITION_BY, constants=constants),
         QUARANTINE: Target(
             QUARANTINE_TABLE,
             QUARANTINE_COLUMNS,

@@ -81,6 +81,31 @@ def _parser() -> argparse.ArgumentParser:
     train_job.add_arguments(train)
     train.set_defaults(handler=_train)
 
+    score = commands.add_parser(
+        "score", help="score a batch (or every entity) into the Delta predictions history"
+    )
+    from jobs import score as score_job
+
+    score_job.add_arguments(score)
+    score.set_defaults(handler=_score)
+
+    publish = commands.add_parser(
+        "publish", help="publish a scored run's predictions to PostgreSQL, atomically"
+    )
+    from jobs import publish as publish_job
+
+    publish_job.add_arguments(publish)
+    publish.set_defaults(handler=_publish)
+
+    serving = commands.add_parser("serving", help="the PostgreSQL serving tables")
+    serving_commands = serving.add_subparsers(required=True, metavar="ACTION")
+    prune = serving_commands.add_parser(
+        "prune",
+        help="remove served versions beyond PRECOMPUTE_SERVING_VERSIONS_KEPT per model",
+    )
+    prune.add_argument("--keep", type=int, help="versions to keep per model (default: the setting)")
+    prune.set_defaults(handler=_serving_prune)
+
     model = commands.add_parser("model", help="the model registry: versions and aliases")
     model_commands = model.add_subparsers(required=True, metavar="ACTION")
     model_commands.add_parser("list", help="models, version counts and aliases").set_defaults(
@@ -178,6 +203,33 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     from jobs import train
 
     return train.run(args, settings)
+
+
+def _score(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs import score
+
+    return score.run(args, settings)
+
+
+def _publish(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs import publish
+
+    return publish.run(args, settings)
+
+
+def _serving_prune(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs import serving
+
+    keep = settings.serving_versions_kept if args.keep is None else args.keep
+    if keep < 1:
+        raise PrecomputeError("--keep must be at least 1")
+    url = database.database_url(settings, "writer")
+    removed = serving.prune(url, database.unreachable_hint(settings), keep)
+    for r in removed:
+        print(f"removed {r.model} v{r.version} from serving ({r.rows} predictions)")
+    if not removed:
+        print(f"nothing to remove: no model serves more than {keep} versions")
+    return 0
 
 
 def _model_list(args: argparse.Namespace, settings: Settings) -> int:

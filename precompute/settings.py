@@ -88,6 +88,19 @@ class Settings(BaseSettings):
         description="An ingest fails (after writing the quarantine) when more than this share "
         "of a batch's rows is rejected.",
     )
+    publish_streams: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Parallel COPY connections when publishing. Unset: Spark's default "
+        "parallelism.",
+    )
+    serving_versions_kept: int = Field(
+        3,
+        ge=1,
+        description="Model versions of each model kept in the serving tables; older ones are "
+        "removed by `precompute serving prune` (versions an alias points at are always kept).",
+    )
     airflow_home: Path = Field(
         default_factory=lambda data: data["var_dir"] / "airflow",
         description="AIRFLOW_HOME for the embedded Airflow.",

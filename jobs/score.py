@@ -1,0 +1,345 @@
+"""Score rows with a registered model and keep the predictions in the Delta history table.
+
+Run with `precompute score` or `spark-submit jobs/score.py`. Two modes:
+
+- incremental (`--batch-id`): the rows one ingested batch appended to the dataset's incoming
+  table. Every accepted row of the batch must come out scored: the count is checked against what
+  ingest recorded, and a difference fails the run before anything is written.
+- full: every current entity, i.e. the latest row of each entity across all batches (a rescore
+  with a new model version, for shadow scoring before a promotion).
+
+The model is chosen by name and alias (champion by default) or version; its bundle is checked
+against the registered checksum, then scored inside Spark (`mapInArrow`) on the GPU when one is
+there and allowed, on the CPU otherwise. The predictions are appended to the `predictions` table
+in one Delta transaction tagged with the run id, so a rerun of a scored run changes nothing. The
+run's score distribution and its drift (PSI) against the model's training reference are recorded
+as run metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, Literal
+
+from jobs.lake import Txn, lake
+from jobs.run_records import CountMismatch, RunRecorder
+from precompute.errors import PrecomputeError
+from precompute.settings import Settings
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyspark.sql import DataFrame, SparkSession
+
+    from jobs.lake import LakeEngine
+    from jobs.registry import ModelVersion
+
+Mode = Literal["incremental", "full"]
+Device = Literal["auto", "cpu", "gpu"]
+
+
+class ScoreInputError(PrecomputeError):
+    """There is nothing to score as asked: no such batch, no incoming table, a changed run."""
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    model: str
+    mode: Mode = "incremental"
+    batch_id: str | None = None
+    alias: str | None = None
+    version: int | None = None
+    run_id: str | None = None
+    device: Device | None = None
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    run_id: str
+    model: str
+    version: int
+    model_version_id: int
+    rows_scored: int
+    predictions_version: int
+    already_scored: bool
+    psi: float | None
+
+    def summary(self) -> str:
+        what = "already scored, nothing to do" if self.already_scored else "scored"
+        drift = f", PSI {self.psi:.4f}" if self.psi is not None else ""
+        return (
+            f"run {self.run_id}: {what}: {self.rows_scored} rows with {self.model} "
+            f"v{self.version}{drift} (predictions v{self.predictions_version})"
+        )
+
+
+def default_run_id(request: ScoreRequest, version: int) -> str:
+    if request.mode == "incremental":
+        return f"score-{request.batch_id}-{request.model}-v{version}"
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"rescore-{request.model}-v{version}-{stamp}"
+
+
+def score(spark: SparkSession, settings: Settings, request: ScoreRequest) -> ScoreResult:
+    """Score the rows the request names; see the module docstring."""
+    from jobs.registry import Registry
+
+    if (request.mode == "incremental") != (request.batch_id is not None):
+        raise ScoreInputError("an incremental run needs --batch-id; a full rescore takes none")
+    registry = Registry(settings)
+    if request.version is not None:
+        version = registry.resolve(request.model, version=request.version)
+    else:
+        version = registry.resolve(request.model, alias=request.alias)
+    run_id = request.run_id or default_run_id(request, version.version)
+    recorder = RunRecorder(settings, run_id, request.mode, request.batch_id)
+    earlier = recorder.info()
+    if earlier is not None and earlier.mode != request.mode:
+        raise ScoreInputError(
+            f"run {run_id} is a {earlier.mode} run; this request is {request.mode}: "
+            "use another run id"
+        )
+    recorder.start_stage("score")
+    try:
+        result = _score(spark, settings, request, registry, version, run_id, recorder)
+    except Exception as exc:
+        recorder.finish_stage("score", "failed", error=str(exc))
+        raise
+    recorder.finish_stage(
+        "score",
+        "skipped" if result.already_scored else "succeeded",
+        rows_in=result.rows_scored,
+        rows_out=result.rows_scored,
+    )
+    return result
+
+
+def _score(
+    spark: SparkSession,
+    settings: Settings,
+    request: ScoreRequest,
+    registry: Any,
+    version: ModelVersion,
+    run_id: str,
+    recorder: RunRecorder,
+) -> ScoreResult:
+    from jobs import monitoring, predictions
+    from jobs.bundle.format import read_bundle
+    from jobs.bundle.program import build_program
+
+    engine = lake(spark, settings)
+    txn = Txn(f"precompute.score:{run_id}")
+    done = recorder.info()
+    if engine.exists(predictions.TABLE) and engine.committed_version(predictions.TABLE, txn.app_id):
+        return _already_scored(engine, version, run_id, recorder, done)
+    if done is not None and done.model_version_id not in (None, version.version_id):
+        raise ScoreInputError(
+            f"run {run_id} was started with model version id {done.model_version_id}, not "
+            f"{version.label}: use another run id"
+        )
+
+    content = registry.load_bytes(version)  # refuses a bundle changed since registration
+    bundle = read_bundle(content)
+    build_program(bundle)  # refuses here, on the driver, what the executors could not run
+    contract = version.input_schema
+    features = [f["name"] for f in contract["features"]]
+    entity = contract["entity_id"]["name"]
+    rows, expected = _input_rows(engine, request, contract["dataset"], entity, recorder)
+
+    device = request.device or settings.scoring_device
+    scorer = partial(
+        _score_batches, content, version.bundle_sha256, version.version_id, device, entity
+    )
+    scored = rows.select(entity, *features).mapInArrow(scorer, predictions.SCORED_SCHEMA)
+    scored_at = datetime.datetime.now(datetime.UTC)
+    target = predictions.target(version.model, version.version_id, run_id, scored_at)
+    staged = engine.stage(scored, {"rows": target})
+    try:
+        count = staged.counts["rows"]
+        if expected is not None and count != expected:
+            raise CountMismatch(
+                f"run {run_id}: batch {request.batch_id} has {expected} accepted rows recorded "
+                f"by ingest but {count} were scored; nothing was written (has the incoming "
+                "table been changed outside ingest?)"
+            )
+        metadata = {
+            "precompute.run_id": run_id,
+            "precompute.model_version_id": str(version.version_id),
+        }
+        commit = staged.commit("rows", txn, metadata)
+    finally:
+        staged.discard()
+    recorder.record_score(version.version_id, scored_at, commit.version, count)
+    metrics = monitoring.run_metrics(
+        predictions.run_rows(engine, run_id, scored_at), version.task, version.reference_scores
+    )
+    recorder.record_metrics(metrics)
+    psi = metrics.get("psi", (None, None))[0]
+    return ScoreResult(
+        run_id,
+        version.model,
+        version.version,
+        version.version_id,
+        count,
+        commit.version,
+        already_scored=False,
+        psi=psi,
+    )
+
+
+def _already_scored(
+    engine: LakeEngine, version: ModelVersion, run_id: str, recorder: RunRecorder, done: Any
+) -> ScoreResult:
+    """A rerun of a scored run: report it, repairing its record if the first run could not."""
+    from jobs import predictions
+
+    if done is None or done.rows_scored is None or done.scored_at is None:
+        raise ScoreInputError(
+            f"run {run_id} has predictions in the lake but no score record in the database "
+            "(the first attempt failed after its Delta commit): its predictions are kept; "
+            "publish cannot find them without the record, so score under a new run id"
+        )
+    if done.model_version_id != version.version_id:
+        raise ScoreInputError(
+            f"run {run_id} was scored with model version id {done.model_version_id}, not "
+            f"{version.label}: use another run id"
+        )
+    return ScoreResult(
+        run_id,
+        version.model,
+        version.version,
+        version.version_id,
+        done.rows_scored,
+        done.predictions_version
+        if done.predictions_version is not None
+        else engine.version(predictions.TABLE),
+        already_scored=True,
+        psi=None,
+    )
+
+
+def _input_rows(
+    engine: LakeEngine, request: ScoreRequest, dataset: str, entity: str, recorder: RunRecorder
+) -> tuple[DataFrame, int | None]:
+    """The rows to score, and how many there must be (None when nothing says)."""
+    from pyspark.sql import functions as F
+
+    from jobs.ingest import ingest_txn
+    from jobs.validation import incoming_table
+
+    table = incoming_table(dataset)
+    if not engine.exists(table):
+        raise ScoreInputError(
+            f"no incoming table for dataset {dataset!r} at {engine.table_uri(table)}: "
+            "ingest a batch first (`precompute ingest`)"
+        )
+    incoming = engine.read(table)
+    if request.mode == "full":
+        # The latest row of each entity: the newest ingest wins, the batch id breaks ties.
+        columns = [c for c in incoming.columns if c != entity]
+        latest = F.max_by(F.struct(*columns), F.struct("ingested_at", "batch_id"))
+        rows = incoming.groupBy(entity).agg(latest.alias("_r")).select(entity, "_r.*")
+        return rows, None
+    batch = request.batch_id
+    assert batch is not None
+    if not engine.committed_version(table, ingest_txn(dataset, batch).app_id):
+        raise ScoreInputError(
+            f"batch {batch!r} was not ingested into {table}: run `precompute ingest` for it "
+            "first (or check the batch id)"
+        )
+    counts = recorder.earlier_ingest()
+    if counts is not None:
+        recorder.record_ingest(counts)  # the run's own row shows read = accepted + quarantined
+    return incoming.where(F.col("batch_id") == F.lit(batch)), (counts.accepted if counts else None)
+
+
+_PLANS: dict[tuple[str, str], Any] = {}  # per Python worker: compiled once, reused by tasks
+
+
+def _score_batches(
+    content: bytes,
+    sha256: str,
+    model_version_id: int,
+    device: Device,
+    entity: str,
+    batches: Iterator[pa.RecordBatch],
+) -> Iterator[pa.RecordBatch]:
+    """The executor side: compile the bundle once per worker, score each Arrow batch."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from jobs.bundle.format import read_bundle
+    from jobs.bundle.runtime import compile_bundle
+
+    key = (sha256, device)
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = _PLANS[key] = compile_bundle(
+            read_bundle(content), device, model_version_id=model_version_id, entity_id=entity
+        )
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        out = plan.score(batch)
+        yield pa.RecordBatch.from_arrays(
+            [pc.cast(out.column(0), pa.string()), out.column(1), out.column(2)],
+            names=["entity_id", "score", "label"],
+        )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="registered model name")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--alias", help="alias of the version to use (default: champion)")
+    which.add_argument("--version", type=int, help="version number to use")
+    parser.add_argument(
+        "--mode",
+        choices=["incremental", "full"],
+        default="incremental",
+        help="incremental: one ingested batch (--batch-id); full: every current entity",
+    )
+    parser.add_argument("--batch-id", help="the ingested batch to score (incremental)")
+    parser.add_argument(
+        "--run-id",
+        help="run to record on; reruns reuse it (default: score-BATCH-MODEL-vN, "
+        "or rescore-MODEL-vN-TIME for a full run)",
+    )
+    parser.add_argument(
+        "--device", choices=["auto", "cpu", "gpu"], help="default: PRECOMPUTE_SCORING_DEVICE"
+    )
+
+
+def request_from(args: argparse.Namespace) -> ScoreRequest:
+    return ScoreRequest(
+        model=args.model,
+        mode=args.mode,
+        batch_id=args.batch_id,
+        alias=args.alias,
+        version=args.version,
+        run_id=args.run_id,
+        device=args.device,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """spark-submit entry point: same arguments as `precompute score`."""
+    from precompute.cli import job_main
+
+    return job_main("score", __doc__, add_arguments, run, argv)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Start Spark and score what the arguments name."""
+    from jobs.spark import spark_session
+
+    spark = spark_session(settings, "precompute-score")
+    print(score(spark, settings, request_from(args)).summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,335 @@
+"""The PostgreSQL serving tables: how a run's predictions become visible, and old ones go.
+
+`precompute.predictions` is partitioned by model version, one partition per served version.
+A run is published in three steps, and only the last one is visible to readers:
+
+1. `prepare`: a staging table for the run in the `staging` schema, shaped like a partition,
+   with the run's constant columns as defaults so the copy carries three columns only.
+2. the copy (done by Spark executors in parallel, see `jobs.publish`), then `index` for a
+   table that will become a partition: its primary key, built once after the rows are in.
+3. `apply`, one transaction under a per-version lock:
+   - swap (a full rescore, or a version with no partition yet): the staging table becomes the
+     version's partition (detach and drop the old one, attach the new);
+   - upsert (an incremental batch into a version already served): insert-or-update from the
+     staging table into the partition.
+   It records the run in `published_runs` in the same transaction, so a published run is never
+   published twice, and checks that as many rows were made visible as were scored.
+
+A publish that dies before `apply` commits leaves the served data as it was, plus a staging
+table that the retry drops and rebuilds. Which version a lookup reads is a row in
+`model_aliases`; publishing never changes it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+from dataclasses import dataclass
+from typing import Literal
+
+from psycopg2 import sql
+from psycopg2.extensions import cursor as Cursor
+
+from jobs.run_records import CountMismatch
+from precompute import database
+
+Strategy = Literal["swap", "upsert"]
+SCHEMA = "serving"  # where the partitions live (migration 0007)
+STAGING = "staging"
+COPY_COLUMNS = ("entity_id", "score", "label")
+LOCK_TIMEOUT = "30s"  # how long apply waits for readers' locks before giving up
+# Index builds on millions of text keys sort in memory when allowed to.
+INDEX_MEMORY = "512MB"
+
+
+def partition_name(model_version_id: int) -> str:
+    return f"predictions_v{model_version_id}"
+
+
+def staging_name(run_id: str) -> str:
+    """A run's staging table: run ids are free text, table names are not."""
+    return "run_" + hashlib.sha256(run_id.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class Publication:
+    run_id: str
+    mode: str
+    model_version_id: int
+    scored_at: datetime.datetime
+    rows_scored: int
+
+    @property
+    def staging(self) -> sql.Composed:
+        return sql.SQL("{}.{}").format(
+            sql.Identifier(STAGING), sql.Identifier(staging_name(self.run_id))
+        )
+
+    @property
+    def partition(self) -> sql.Composed:
+        return sql.SQL("{}.{}").format(
+            sql.Identifier(SCHEMA), sql.Identifier(partition_name(self.model_version_id))
+        )
+
+
+@dataclass(frozen=True)
+class Applied:
+    strategy: Strategy
+    rows_published: int
+    rows_inserted: int
+    served_rows: int
+
+
+def is_published(url: str, hint: str, run_id: str) -> int | None:
+    """The row count of the run's publication, None when it was not published."""
+    with database.transaction(url, hint=hint) as cur:
+        cur.execute("SELECT row_count FROM precompute.published_runs WHERE run_id = %s", (run_id,))
+        row = cur.fetchone()
+        return None if row is None else int(row[0])
+
+
+def prepare(url: str, hint: str, pub: Publication) -> Strategy:
+    """Create the run's empty staging table (dropping a leftover); returns the planned strategy.
+
+    A table that may become a partition is logged (it must survive a crash once served); one
+    that only feeds an upsert is unlogged, which halves the cost of writing it.
+    """
+    with database.transaction(url, hint=hint) as cur:
+        strategy: Strategy = (
+            "upsert" if pub.mode == "incremental" and _partition_exists(cur, pub) else "swap"
+        )
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(pub.staging))
+        cur.execute(
+            sql.SQL(
+                """
+                CREATE {persistence} TABLE {staging} (
+                    model_version_id bigint NOT NULL DEFAULT {version}
+                                     CHECK (model_version_id = {version}),
+                    entity_id        text NOT NULL,
+                    score            double precision NOT NULL,
+                    label            text,
+                    scored_at        timestamptz NOT NULL DEFAULT {scored_at},
+                    run_id           text NOT NULL DEFAULT {run_id}
+                )
+                """
+            ).format(
+                persistence=sql.SQL("UNLOGGED" if strategy == "upsert" else ""),
+                staging=pub.staging,
+                version=sql.Literal(pub.model_version_id),
+                scored_at=sql.Literal(pub.scored_at),
+                run_id=sql.Literal(pub.run_id),
+            )
+        )
+    return strategy
+
+
+def copy_statement(pub: Publication) -> str:
+    """The COPY each executor runs; CSV because Arrow writes it fast and exactly.
+
+    Plain text, since executors have no connection to render SQL objects with: the names
+    are fixed or hexadecimal, so they need no quoting beyond what is written here.
+    """
+    columns = ", ".join(COPY_COLUMNS)
+    return f'COPY "{STAGING}"."{staging_name(pub.run_id)}" ({columns}) FROM STDIN WITH (FORMAT csv)'
+
+
+def index(url: str, hint: str, pub: Publication) -> None:
+    """Build the primary key a partition needs, outside the transaction readers wait on."""
+    with database.transaction(url, hint=hint) as cur:
+        cur.execute(
+            sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(INDEX_MEMORY))
+        )
+        cur.execute(
+            sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (model_version_id, entity_id)").format(
+                pub.staging
+            )
+        )
+
+
+def apply(url: str, hint: str, pub: Publication, planned: Strategy) -> Applied:
+    """Make the staged rows visible in one transaction; see the module docstring."""
+    with database.transaction(url, hint=hint) as cur:
+        cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
+        # Publishes of one version take turns: each decides swap or upsert on what is served.
+        cur.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('precompute.publish'), %s)",
+            (pub.model_version_id,),
+        )
+        cur.execute(
+            """
+            INSERT INTO precompute.published_runs (run_id, model_version_id, mode, row_count)
+            VALUES (%s, %s, %s, 0) ON CONFLICT (run_id) DO NOTHING
+            """,
+            (pub.run_id, pub.model_version_id, pub.mode),
+        )
+        if cur.rowcount == 0:
+            raise AlreadyPublished(pub.run_id)
+        exists = _partition_exists(cur, pub)
+        if pub.mode == "incremental" and exists:
+            applied = _upsert(cur, pub)
+        else:
+            if planned == "upsert":  # the partition went away since prepare: make it one
+                cur.execute(sql.SQL("ALTER TABLE {} SET LOGGED").format(pub.staging))
+                cur.execute(
+                    sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (model_version_id, entity_id)").format(
+                        pub.staging
+                    )
+                )
+            applied = _swap(cur, pub, exists)
+        if applied.rows_published != pub.rows_scored:
+            raise CountMismatch(
+                f"run {pub.run_id}: {pub.rows_scored} rows were scored but "
+                f"{applied.rows_published} would have been published; the publish was "
+                "rolled back and serving is unchanged"
+            )
+        cur.execute(
+            "UPDATE precompute.published_runs SET row_count = %s WHERE run_id = %s",
+            (applied.rows_published, pub.run_id),
+        )
+        cur.execute(
+            """
+            INSERT INTO precompute.serving_versions (model_version_id, row_count, last_run_id)
+            VALUES (%s, %s, %s)
+            ON CONFLICT (model_version_id) DO UPDATE
+               SET row_count = EXCLUDED.row_count, last_run_id = EXCLUDED.last_run_id,
+                   published_at = now()
+            """,
+            (pub.model_version_id, applied.served_rows, pub.run_id),
+        )
+    return applied
+
+
+class AlreadyPublished(Exception):
+    """Another publish of the same run committed first."""
+
+
+def _partition_exists(cur: Cursor, pub: Publication) -> bool:
+    cur.execute(
+        """
+        SELECT 1 FROM pg_inherits i
+          JOIN pg_class c ON c.oid = i.inhrelid
+          JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE i.inhparent = 'precompute.predictions'::regclass
+           AND n.nspname = %s AND c.relname = %s
+        """,
+        (SCHEMA, partition_name(pub.model_version_id)),
+    )
+    return cur.fetchone() is not None
+
+
+def _upsert(cur: Cursor, pub: Publication) -> Applied:
+    cur.execute(
+        sql.SQL(
+            """
+            WITH changed AS (
+                INSERT INTO {partition} AS p
+                SELECT * FROM {staging}
+                ON CONFLICT (model_version_id, entity_id) DO UPDATE
+                   SET score = EXCLUDED.score, label = EXCLUDED.label,
+                       scored_at = EXCLUDED.scored_at, run_id = EXCLUDED.run_id
+                RETURNING (xmax = 0) AS inserted
+            )
+            SELECT count(*), count(*) FILTER (WHERE inserted) FROM changed
+            """
+        ).format(partition=pub.partition, staging=pub.staging)
+    )
+    published, inserted = (int(v) for v in cur.fetchone())
+    cur.execute(
+        "SELECT row_count FROM precompute.serving_versions WHERE model_version_id = %s",
+        (pub.model_version_id,),
+    )
+    row = cur.fetchone()
+    before = int(row[0]) if row else 0
+    cur.execute(sql.SQL("DROP TABLE {}").format(pub.staging))
+    return Applied("upsert", published, inserted, before + inserted)
+
+
+def _swap(cur: Cursor, pub: Publication, exists: bool) -> Applied:
+    cur.execute(sql.SQL("SELECT count(*) FROM {}").format(pub.staging))
+    rows = int(cur.fetchone()[0])
+    if exists:
+        cur.execute(
+            sql.SQL("ALTER TABLE precompute.predictions DETACH PARTITION {}").format(pub.partition)
+        )
+        cur.execute(sql.SQL("DROP TABLE {}").format(pub.partition))
+    name = sql.Identifier(partition_name(pub.model_version_id))
+    cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(pub.staging, name))
+    cur.execute(
+        sql.SQL("ALTER TABLE {}.{} SET SCHEMA {}").format(
+            sql.Identifier(STAGING), name, sql.Identifier(SCHEMA)
+        )
+    )
+    # The CHECK on model_version_id implies the partition bound, so attaching skips the scan.
+    cur.execute(
+        sql.SQL("ALTER TABLE precompute.predictions ATTACH PARTITION {} FOR VALUES IN ({})").format(
+            pub.partition, sql.Literal(pub.model_version_id)
+        )
+    )
+    return Applied("swap", rows, rows, rows)
+
+
+def drop_staging(url: str, hint: str, pub: Publication) -> None:
+    with database.transaction(url, hint=hint) as cur:
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(pub.staging))
+
+
+@dataclass(frozen=True)
+class Removed:
+    model: str
+    version: int
+    model_version_id: int
+    rows: int
+
+
+def prune(url: str, hint: str, keep: int) -> list[Removed]:
+    """Drop the serving partitions of each model beyond its `keep` newest served versions.
+
+    A version an alias points at is never dropped, whatever its age: a lookup may read it.
+    Each drop is its own short transaction, so readers wait on at most one.
+    """
+    with database.transaction(url, hint=hint) as cur:
+        cur.execute(
+            """
+            SELECT m.name, v.version, s.model_version_id, s.row_count
+              FROM (SELECT s.*, row_number() OVER (PARTITION BY v.model_id
+                                                   ORDER BY v.version DESC) AS newness
+                      FROM precompute.serving_versions s
+                      JOIN precompute.model_versions v ON v.version_id = s.model_version_id) s
+              JOIN precompute.model_versions v ON v.version_id = s.model_version_id
+              JOIN precompute.models m USING (model_id)
+             WHERE s.newness > %s
+               AND NOT EXISTS (SELECT 1 FROM precompute.model_aliases a
+                                WHERE a.version_id = s.model_version_id)
+             ORDER BY m.name, v.version
+            """,
+            (keep,),
+        )
+        candidates = [Removed(*row) for row in cur.fetchall()]
+    removed = []
+    for old in candidates:
+        with database.transaction(url, hint=hint) as cur:
+            cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
+            cur.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('precompute.publish'), %s)",
+                (old.model_version_id,),
+            )
+            # Checked again under the lock: an alias may have moved onto it meanwhile.
+            cur.execute(
+                "SELECT 1 FROM precompute.model_aliases WHERE version_id = %s",
+                (old.model_version_id,),
+            )
+            if cur.fetchone() is not None:
+                continue
+            partition = sql.SQL("{}.{}").format(
+                sql.Identifier(SCHEMA), sql.Identifier(partition_name(old.model_version_id))
+            )
+            cur.execute(
+                sql.SQL("ALTER TABLE precompute.predictions DETACH PARTITION {}").format(partition)
+            )
+            cur.execute(sql.SQL("DROP TABLE {}").format(partition))
+            cur.execute(
+                "DELETE FROM precompute.serving_versions WHERE model_version_id = %s",
+                (old.model_version_id,),
+            )
+        removed.append(old)
+    return removed

@@ -1,0 +1,490 @@
+"""Scoring and publishing end to end: real local Spark, Delta on disk, the real PostgreSQL.
+
+The module trains two model versions once (a logistic regression, champion, and a decision
+tree, challenger) and shares one lake; each test ingests its own batches under its own ids.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import fetch_all
+from pydantic import SecretStr
+
+from jobs import predictions, serving
+from jobs.bundle.runtime import compile_bundle
+from jobs.ingest import IngestRequest, ingest
+from jobs.lake import lake
+from jobs.publish import PublishInputError, publish
+from jobs.registry import ModelVersion, Registry
+from jobs.run_records import CountMismatch
+from jobs.sample_data import customers
+from jobs.score import ScoreInputError, ScoreRequest, score
+from jobs.train import TrainRequest, train
+from precompute import database
+from precompute.settings import Settings
+
+MODEL = "churn-serving"
+
+
+@dataclass(frozen=True)
+class Setup:
+    settings: Settings
+    admin_url: str
+    reader_url: str
+    champion: ModelVersion
+    challenger: ModelVersion
+    landing: Path
+
+
+@pytest.fixture(scope="module")
+def setup(
+    spark: Any, settings: Settings, jobs_database: str, tmp_path_factory: pytest.TempPathFactory
+) -> Setup:
+    root = tmp_path_factory.mktemp("score_publish")
+    job_settings = settings.model_copy(
+        update={
+            "database_url": SecretStr(jobs_database),
+            "lake_uri": str(root / "lake"),
+            "landing_root": str(root / "landing"),
+            "models_root": str(root / "models"),
+        }
+    )
+    training = write_batch(root / "training", customers(3000, seed=1))
+    versions = []
+    for kind, alias in (("logistic_regression", "champion"), ("decision_tree", "challenger")):
+        request = TrainRequest(
+            model=MODEL,
+            dataset="customers",
+            kind=kind,  # type: ignore[arg-type]
+            input_path=str(training),
+            params={"max_depth": 5} if kind == "decision_tree" else {},
+            aliases=(alias,),
+        )
+        versions.append(train(spark, job_settings, request).version)
+    return Setup(
+        job_settings,
+        jobs_database,
+        database.with_role(jobs_database, "reader", settings),
+        versions[0],
+        versions[1],
+        root / "landing",
+    )
+
+
+def write_batch(folder: Path, table: pa.Table) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, folder / "part-0.parquet")
+    return folder
+
+
+def ingest_batch(spark: Any, setup: Setup, batch_id: str, table: pa.Table) -> Path:
+    folder = write_batch(setup.landing / batch_id, table)
+    request = IngestRequest(str(folder), batch_id, "customers", run_id=batch_id)
+    ingest(spark, setup.settings, request)
+    return folder
+
+
+def served(setup: Setup, version: ModelVersion) -> dict[str, tuple[float, str | None, str]]:
+    rows = fetch_all(
+        setup.reader_url,
+        "SELECT entity_id, score, label, run_id FROM precompute.predictions "
+        "WHERE model_version_id = %s",
+        (version.version_id,),
+    )
+    return {entity: (s, label, run) for entity, s, label, run in rows}
+
+
+def run_row(setup: Setup, run_id: str) -> dict[str, Any]:
+    columns = (
+        "state, rows_read, rows_accepted, rows_quarantined, rows_scored, rows_published, error"
+    )
+    rows = fetch_all(
+        setup.admin_url, f"SELECT {columns} FROM precompute.runs WHERE run_id = %s", (run_id,)
+    )
+    return dict(zip([c.strip() for c in columns.split(",")], rows[0], strict=True))
+
+
+def expected_scores(setup: Setup, version: ModelVersion, table: pa.Table) -> dict[str, float]:
+    """What the bundle runtime gives for these rows, outside Spark."""
+    plan = compile_bundle(Registry(setup.settings).load(version), "cpu")
+    out = plan.score(table)
+    return dict(
+        zip(out.column("entity_id").to_pylist(), out.column("score").to_pylist(), strict=True)
+    )
+
+
+def with_bad_rows(table: pa.Table, bad: int) -> pa.Table:
+    """The first `bad` rows get an age outside the contract's range."""
+    age = table.column("age").to_numpy().copy()
+    age[:bad] = 150.0
+    return table.set_column(table.schema.get_field_index("age"), "age", pa.array(age))
+
+
+def test_an_incremental_run_scores_keeps_history_and_publishes_what_it_scored(
+    spark: Any, setup: Setup
+) -> None:
+    batch = with_bad_rows(customers(2000, seed=2, first_id=0, label=False), bad=30)
+    ingest_batch(spark, setup, "inc-1", batch)
+
+    result = score(spark, setup.settings, ScoreRequest(MODEL, batch_id="inc-1", run_id="inc-1"))
+    assert (result.rows_scored, result.version, result.already_scored) == (1970, 1, False)
+    published = publish(spark, setup.settings, "inc-1")
+    assert (published.rows_published, published.strategy) == (1970, "swap")  # first of v1
+
+    # Counts add up across the stages, on the run's own row.
+    run = run_row(setup, "inc-1")
+    assert run == {
+        "state": "succeeded",
+        "rows_read": 2000,
+        "rows_accepted": 1970,
+        "rows_quarantined": 30,
+        "rows_scored": 1970,
+        "rows_published": 1970,
+        "error": None,
+    }
+    stages = fetch_all(
+        setup.admin_url,
+        "SELECT stage, state, rows_in, rows_out, finished_at >= started_at "
+        "FROM precompute.run_stages WHERE run_id = 'inc-1' ORDER BY started_at",
+    )
+    assert stages == [
+        ("ingest", "succeeded", 2000, 1970, True),
+        ("score", "succeeded", 1970, 1970, True),
+        ("publish", "succeeded", 1970, 1970, True),
+    ]
+
+    # Served scores are exactly what the model gives for the accepted rows.
+    want = expected_scores(setup, setup.champion, batch.slice(30))
+    got = served(setup, setup.champion)
+    assert set(got) == set(want)
+    assert max(abs(got[e][0] - want[e]) for e in want) == 0.0
+    assert {label for _, label, _ in got.values()} <= {"true", "false"}
+
+    # The Delta history holds the same rows with the run's constants.
+    history = predictions.run_rows(
+        lake(spark, setup.settings), "inc-1", run_scored_at(setup, "inc-1")
+    ).toArrow()
+    assert history.num_rows == 1970
+    assert set(history.column("model_version_id").to_pylist()) == {setup.champion.version_id}
+    assert set(history.column("model").to_pylist()) == {MODEL}
+
+    # Distribution and drift against the training reference.
+    metrics = dict(
+        fetch_all(
+            setup.admin_url,
+            "SELECT name, coalesce(value::text, detail::text) FROM precompute.run_metrics "
+            "WHERE run_id = 'inc-1'",
+        )
+    )
+    assert set(metrics) == {
+        "score_count",
+        "score_mean",
+        "score_std",
+        "score_quantiles",
+        "score_histogram",
+        "psi",
+    }
+    assert float(metrics["score_count"]) == 1970
+    assert abs(float(metrics["score_mean"]) - float(np.mean(list(want.values())))) < 1e-9
+    assert 0 <= float(metrics["psi"]) < 0.1  # same population as the training data
+
+    # Analysts see it through the documented view, with the reader role.
+    rows = fetch_all(
+        setup.reader_url,
+        "SELECT count(*), min(version) FROM analytics.current_predictions WHERE model = %s",
+        (MODEL,),
+    )
+    assert rows == [(1970, 1)]
+
+
+def run_scored_at(setup: Setup, run_id: str) -> Any:
+    return fetch_all(
+        setup.admin_url, "SELECT scored_at FROM precompute.runs WHERE run_id = %s", (run_id,)
+    )[0][0]
+
+
+def test_rerunning_a_scored_and_published_run_changes_nothing(spark: Any, setup: Setup) -> None:
+    ingest_batch(spark, setup, "rerun-1", customers(300, seed=3, first_id=10_000, label=False))
+    score(spark, setup.settings, ScoreRequest(MODEL, batch_id="rerun-1", run_id="rerun-1"))
+    publish(spark, setup.settings, "rerun-1")
+    engine = lake(spark, setup.settings)
+    table_version = engine.version(predictions.TABLE)
+    before = served(setup, setup.champion)
+    published_at = fetch_all(
+        setup.admin_url,
+        "SELECT published_at FROM precompute.published_runs WHERE run_id = %s",
+        ("rerun-1",),
+    )
+
+    again = score(spark, setup.settings, ScoreRequest(MODEL, batch_id="rerun-1", run_id="rerun-1"))
+    assert again.already_scored and again.rows_scored == 300
+    republished = publish(spark, setup.settings, "rerun-1")
+    assert republished.already_published and republished.rows_published == 300
+
+    assert engine.version(predictions.TABLE) == table_version
+    assert served(setup, setup.champion) == before
+    assert (
+        fetch_all(
+            setup.admin_url,
+            "SELECT published_at FROM precompute.published_runs WHERE run_id = %s",
+            ("rerun-1",),
+        )
+        == published_at
+    )
+    assert run_row(setup, "rerun-1")["state"] == "succeeded"
+
+
+def test_a_later_batch_upserts_new_and_changed_entities(spark: Any, setup: Setup) -> None:
+    first = customers(500, seed=4, first_id=20_000, label=False)
+    ingest_batch(spark, setup, "ups-1", first)
+    score(spark, setup.settings, ScoreRequest(MODEL, batch_id="ups-1", run_id="ups-1"))
+    publish(spark, setup.settings, "ups-1")
+    before = served(setup, setup.champion)
+
+    # 200 of the same customers with new features, and 100 new ones.
+    second = customers(300, seed=5, first_id=20_300, label=False)
+    ingest_batch(spark, setup, "ups-2", second)
+    score(spark, setup.settings, ScoreRequest(MODEL, batch_id="ups-2", run_id="ups-2"))
+    result = publish(spark, setup.settings, "ups-2")
+    assert (result.strategy, result.rows_published) == ("upsert", 300)
+
+    after = served(setup, setup.champion)
+    assert len(after) == len(before) + 100
+    want = expected_scores(setup, setup.champion, second)
+    for entity, value in want.items():
+        assert after[entity][0] == value and after[entity][2] == "ups-2"
+    untouched = set(before) - set(want)
+    assert all(after[e] == before[e] for e in untouched)
+    count = fetch_all(
+        setup.admin_url,
+        "SELECT row_count, last_run_id FROM precompute.serving_versions "
+        "WHERE model_version_id = %s",
+        (setup.champion.version_id,),
+    )
+    assert count == [(len(after), "ups-2")]
+
+
+def test_a_full_rescore_replaces_the_versions_partition(spark: Any, setup: Setup) -> None:
+    ingest_batch(spark, setup, "full-a", customers(400, seed=6, first_id=30_000, label=False))
+    # The same customers again, later: a full rescore must read these newer rows.
+    newer = customers(400, seed=7, first_id=30_000, label=False)
+    ingest_batch(spark, setup, "full-b", newer)
+
+    run = score(
+        spark,
+        setup.settings,
+        ScoreRequest(MODEL, mode="full", alias="challenger", run_id="full-1"),
+    )
+    result = publish(spark, setup.settings, "full-1")
+    assert result.strategy == "swap"
+    got = served(setup, setup.challenger)
+    assert len(got) == run.rows_scored == result.rows_published
+    want = expected_scores(setup, setup.challenger, newer)
+    assert all(got[e][0] == v for e, v in want.items())
+    assert fetch_all(
+        setup.admin_url,
+        "SELECT rows_read, rows_scored FROM precompute.runs WHERE run_id = 'full-1'",
+    ) == [(None, run.rows_scored)]
+
+    # A second full rescore of the same version swaps the partition wholesale.
+    score(
+        spark, setup.settings, ScoreRequest(MODEL, mode="full", alias="challenger", run_id="full-2")
+    )
+    publish(spark, setup.settings, "full-2")
+    assert {run for _, _, run in served(setup, setup.challenger).values()} == {"full-2"}
+
+
+def test_a_reader_never_sees_a_half_published_run(spark: Any, setup: Setup) -> None:
+    entities = 30_000
+    ingest_batch(spark, setup, "conc-1", customers(entities, seed=8, first_id=100_000, label=False))
+    ingest_batch(spark, setup, "conc-2", customers(entities, seed=9, first_id=100_000, label=False))
+    for run in ("conc-1", "conc-2"):
+        score(spark, setup.settings, ScoreRequest(MODEL, batch_id=run, run_id=run))
+    publish(spark, setup.settings, "conc-1")
+    states: list[tuple[tuple[str, int], ...]] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        connection = database.connect(setup.reader_url)
+        connection.autocommit = True
+        try:
+            with connection.cursor() as cursor:
+                while not stop.is_set():
+                    cursor.execute(
+                        "SELECT run_id, count(*) FROM precompute.predictions "
+                        "WHERE model_version_id = %s AND entity_id >= 'c100000' "
+                        "AND entity_id < 'c130000' AND run_id LIKE 'conc-%%' "
+                        "GROUP BY run_id ORDER BY run_id",
+                        (setup.champion.version_id,),
+                    )
+                    states.append(tuple(cursor.fetchall()))
+        finally:
+            connection.close()
+
+    reader = threading.Thread(target=poll)
+    reader.start()
+    try:
+        publish(spark, setup.settings, "conc-2")
+        time.sleep(0.2)
+    finally:
+        stop.set()
+        reader.join()
+    # 'c100000' <= id < 'c130000' as text holds exactly the 30,000 ids of the batch.
+    seen = set(states)
+    assert seen <= {(("conc-1", entities),), (("conc-2", entities),)}, seen
+    assert (("conc-2", entities),) in seen and len(states) > 5
+
+
+def test_a_killed_publish_leaves_serving_unchanged_and_a_retry_completes(
+    spark: Any, setup: Setup
+) -> None:
+    ingest_batch(spark, setup, "kill-0", customers(200, seed=10, first_id=200_000, label=False))
+    score(spark, setup.settings, ScoreRequest(MODEL, batch_id="kill-0", run_id="kill-0"))
+    publish(spark, setup.settings, "kill-0")
+    ingest_batch(spark, setup, "kill-1", customers(200_000, seed=11, first_id=200_000, label=False))
+    score(spark, setup.settings, ScoreRequest(MODEL, batch_id="kill-1", run_id="kill-1"))
+    before = served(setup, setup.champion)
+
+    env = os.environ | {
+        "DATABASE_URL": setup.admin_url,
+        "PRECOMPUTE_LAKE_URI": setup.settings.lake_uri,
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-m", "precompute.cli", "publish", "--run-id", "kill-1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    table = serving.staging_name("kill-1")
+    deadline = time.time() + 120
+    while time.time() < deadline and not fetch_all(
+        setup.admin_url,
+        "SELECT 1 FROM pg_stat_activity WHERE query LIKE %s",
+        (f'COPY "staging"."{table}"%',),
+    ):
+        time.sleep(0.02)
+    os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL, "the child finished before it was killed"
+
+    assert served(setup, setup.champion) == before
+    assert (
+        fetch_all(
+            setup.admin_url, "SELECT 1 FROM precompute.published_runs WHERE run_id = 'kill-1'"
+        )
+        == []
+    )
+    result = publish(spark, setup.settings, "kill-1")
+    assert result.rows_published == 200_000
+    after = served(setup, setup.champion)
+    batch = {f"c{i}" for i in range(200_000, 400_000)}
+    assert {e for e, (_, _, run) in after.items() if run == "kill-1"} == batch
+    assert all(after[e] == value for e, value in before.items() if e not in batch)
+    assert fetch_all(
+        setup.admin_url,
+        "SELECT count(*) FROM pg_tables WHERE schemaname = 'staging' AND tablename = %s",
+        (table,),
+    ) == [(0,)]
+
+
+def test_promote_and_rollback_switch_lookups_without_a_republish(spark: Any, setup: Setup) -> None:
+    batch = customers(100, seed=12, first_id=300_000, label=False)
+    ingest_batch(spark, setup, "prom-1", batch)
+    for version in (setup.champion, setup.challenger):
+        run = f"prom-1-v{version.version}"
+        score(
+            spark,
+            setup.settings,
+            ScoreRequest(MODEL, batch_id="prom-1", version=version.version, run_id=run),
+        )
+        publish(spark, setup.settings, run)
+    lookup = (
+        "SELECT version, score FROM analytics.current_predictions "
+        "WHERE model = %s AND entity_id = 'c300007'"
+    )
+    published = fetch_all(setup.admin_url, "SELECT count(*) FROM precompute.published_runs")
+    tree = expected_scores(setup, setup.challenger, batch)["c300007"]
+    logistic = expected_scores(setup, setup.champion, batch)["c300007"]
+    assert fetch_all(setup.reader_url, lookup, (MODEL,)) == [(1, logistic)]
+
+    registry = Registry(setup.settings)
+    try:
+        registry.promote(MODEL, from_alias="challenger")
+        assert fetch_all(setup.reader_url, lookup, (MODEL,)) == [(2, tree)]
+        registry.rollback(MODEL)
+        assert fetch_all(setup.reader_url, lookup, (MODEL,)) == [(1, logistic)]
+    finally:
+        registry.move_aliases(MODEL, {"champion": 1})
+    assert fetch_all(setup.admin_url, "SELECT count(*) FROM precompute.published_runs") == published
+
+
+def test_counts_that_do_not_add_up_fail_the_run_and_publish_nothing(
+    spark: Any, setup: Setup
+) -> None:
+    ingest_batch(spark, setup, "mis-1", customers(100, seed=13, first_id=400_000, label=False))
+    # Ingest recorded 100 accepted rows; pretend it recorded 99.
+    fetch_all(
+        setup.admin_url,
+        "UPDATE precompute.runs SET rows_read = 99, rows_accepted = 99 WHERE run_id = 'mis-1'",
+    )
+    version = lake(spark, setup.settings).version(predictions.TABLE)
+    with pytest.raises(CountMismatch, match="99 accepted rows recorded by ingest but 100"):
+        score(spark, setup.settings, ScoreRequest(MODEL, batch_id="mis-1", run_id="mis-1"))
+    assert lake(spark, setup.settings).version(predictions.TABLE) == version
+    run = run_row(setup, "mis-1")
+    assert run["state"] == "failed" and "score: run mis-1" in run["error"]
+
+    # A publish whose scored count disagrees with what it would publish rolls back.
+    ingest_batch(spark, setup, "mis-2", customers(100, seed=14, first_id=400_000, label=False))
+    score(spark, setup.settings, ScoreRequest(MODEL, batch_id="mis-2", run_id="mis-2"))
+    before = served(setup, setup.champion)
+    fetch_all(
+        setup.admin_url, "UPDATE precompute.runs SET rows_scored = 101 WHERE run_id = 'mis-2'"
+    )
+    with pytest.raises(CountMismatch, match="101 rows were scored"):
+        publish(spark, setup.settings, "mis-2")
+    assert served(setup, setup.champion) == before
+    assert run_row(setup, "mis-2")["state"] == "failed"
+
+
+def test_bad_requests_are_refused_with_what_is_wrong(spark: Any, setup: Setup) -> None:
+    with pytest.raises(ScoreInputError, match="batch 'never' was not ingested"):
+        score(spark, setup.settings, ScoreRequest(MODEL, batch_id="never", run_id="bad-1"))
+    with pytest.raises(ScoreInputError, match="needs --batch-id"):
+        score(spark, setup.settings, ScoreRequest(MODEL))
+    with pytest.raises(PublishInputError, match="no run 'nobody'"):
+        publish(spark, setup.settings, "nobody")
+    with pytest.raises(PublishInputError, match="has not been scored"):
+        publish(spark, setup.settings, "bad-1")  # recorded, failed at score
+
+
+def test_prune_keeps_the_newest_and_every_aliased_version(setup: Setup) -> None:
+    # Earlier tests published v1 (champion) and v2 (challenger).
+    registry = Registry(setup.settings)
+    registry.move_aliases(MODEL, {"challenger": None})
+    url = database.database_url(setup.settings, "writer")
+    try:
+        # v2 is the newest served version and v1 is champion: nothing goes.
+        assert serving.prune(url, "", keep=1) == []
+        # With champion on v2, v1 is neither aliased nor among the newest one: it goes.
+        registry.move_aliases(MODEL, {"champion": 2})
+        removed = serving.prune(url, "", keep=1)
+        assert [(r.model, r.version) for r in removed] == [(MODEL, 1)]
+        assert served(setup, setup.champion) == {}
+        assert served(setup, setup.challenger) != {}
+    finally:
+        registry.move_aliases(MODEL, {"champion": 1, "challenger": 2})
