@@ -10,8 +10,15 @@ A run is published in three steps, and only the last one is visible to readers:
 3. `apply`, one transaction under a per-version lock:
    - swap (a full rescore, or a version with no partition yet): the staging table becomes the
      version's partition (detach and drop the old one, attach the new);
-   - upsert (an incremental batch into a version already served): insert-or-update from the
-     staging table into the partition.
+   - merge (an incremental batch at least MERGE_SHARE of the version's served rows): the
+     served rows the batch does not replace are added to the staging table, which is indexed
+     and swapped in;
+   - upsert (a smaller incremental batch): insert-or-update from the staging table into the
+     partition, in key order.
+   Measured on 2 cores with a 1M-row partition and a 1M-row batch (half of it new keys):
+   upsert 5.5 s (6.3 s unsorted); merge 2.8 s (batch 0.8 s, kept rows 1.3 s, key 0.75 s). Per
+   row, upsert costs ~5.5 us of batch and merge ~1.9 us of batch plus kept rows, so merge wins
+   from a batch of about half the partition; MERGE_SHARE is that break-even.
    It records the run in `published_runs` in the same transaction, so a published run is never
    published twice, and checks that as many rows were made visible as were scored.
 
@@ -33,7 +40,8 @@ from psycopg2.extensions import cursor as Cursor
 from jobs.run_records import CountMismatch
 from precompute import database
 
-Strategy = Literal["swap", "upsert"]
+Strategy = Literal["swap", "merge", "upsert"]
+MERGE_SHARE = 0.5
 SCHEMA = "serving"  # where the partitions live (migration 0007)
 STAGING = "staging"
 COPY_COLUMNS = ("entity_id", "score", "label")
@@ -76,7 +84,6 @@ class Publication:
 class Applied:
     strategy: Strategy
     rows_published: int
-    rows_inserted: int
     served_rows: int
 
 
@@ -95,8 +102,13 @@ def prepare(url: str, hint: str, pub: Publication) -> Strategy:
     that only feeds an upsert is unlogged, which halves the cost of writing it.
     """
     with database.transaction(url, hint=hint) as cur:
+        served = _served_rows(cur, pub) if pub.mode == "incremental" else None
         strategy: Strategy = (
-            "upsert" if pub.mode == "incremental" and _partition_exists(cur, pub) else "swap"
+            "swap"
+            if served is None
+            else "merge"
+            if pub.rows_scored >= MERGE_SHARE * served
+            else "upsert"
         )
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(pub.staging))
         cur.execute(
@@ -136,14 +148,14 @@ def copy_statement(pub: Publication) -> str:
 def index(url: str, hint: str, pub: Publication) -> None:
     """Build the primary key a partition needs, outside the transaction readers wait on."""
     with database.transaction(url, hint=hint) as cur:
-        cur.execute(
-            sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(INDEX_MEMORY))
-        )
-        cur.execute(
-            sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (model_version_id, entity_id)").format(
-                pub.staging
-            )
-        )
+        _add_key(cur, pub)
+
+
+def _add_key(cur: Cursor, pub: Publication) -> None:
+    cur.execute(sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(INDEX_MEMORY)))
+    cur.execute(
+        sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (model_version_id, entity_id)").format(pub.staging)
+    )
 
 
 def apply(url: str, hint: str, pub: Publication, planned: Strategy) -> Applied:
@@ -164,18 +176,19 @@ def apply(url: str, hint: str, pub: Publication, planned: Strategy) -> Applied:
         )
         if cur.rowcount == 0:
             raise AlreadyPublished(pub.run_id)
+        # Decided again under the lock: another publish may have changed the partition.
         exists = _partition_exists(cur, pub)
-        if pub.mode == "incremental" and exists:
+        if pub.mode == "incremental" and exists and planned == "upsert":
             applied = _upsert(cur, pub)
         else:
             if planned == "upsert":  # the partition went away since prepare: make it one
                 cur.execute(sql.SQL("ALTER TABLE {} SET LOGGED").format(pub.staging))
-                cur.execute(
-                    sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (model_version_id, entity_id)").format(
-                        pub.staging
-                    )
-                )
-            applied = _swap(cur, pub, exists)
+            kept = 0
+            if pub.mode == "incremental" and exists:
+                kept = _add_unreplaced_rows(cur, pub)
+            if planned != "swap":  # swap's key was built by `index`, outside this transaction
+                _add_key(cur, pub)
+            applied = _swap(cur, pub, exists, kept)
         if applied.rows_published != pub.rows_scored:
             raise CountMismatch(
                 f"run {pub.run_id}: {pub.rows_scored} rows were scored but "
@@ -217,13 +230,39 @@ def _partition_exists(cur: Cursor, pub: Publication) -> bool:
     return cur.fetchone() is not None
 
 
+def _served_rows(cur: Cursor, pub: Publication) -> int | None:
+    """Rows served for the version, None when it has no partition."""
+    if not _partition_exists(cur, pub):
+        return None
+    cur.execute(
+        "SELECT row_count FROM precompute.serving_versions WHERE model_version_id = %s",
+        (pub.model_version_id,),
+    )
+    row = cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+def _add_unreplaced_rows(cur: Cursor, pub: Publication) -> int:
+    """Copy the served rows the batch does not replace into the staging table; how many."""
+    cur.execute(
+        sql.SQL(
+            """
+            INSERT INTO {staging}
+            SELECT * FROM {partition} p
+             WHERE NOT EXISTS (SELECT 1 FROM {staging} s WHERE s.entity_id = p.entity_id)
+            """
+        ).format(staging=pub.staging, partition=pub.partition)
+    )
+    return int(cur.rowcount)
+
+
 def _upsert(cur: Cursor, pub: Publication) -> Applied:
     cur.execute(
         sql.SQL(
             """
             WITH changed AS (
                 INSERT INTO {partition} AS p
-                SELECT * FROM {staging}
+                SELECT * FROM {staging} ORDER BY entity_id
                 ON CONFLICT (model_version_id, entity_id) DO UPDATE
                    SET score = EXCLUDED.score, label = EXCLUDED.label,
                        scored_at = EXCLUDED.scored_at, run_id = EXCLUDED.run_id
@@ -241,10 +280,11 @@ def _upsert(cur: Cursor, pub: Publication) -> Applied:
     row = cur.fetchone()
     before = int(row[0]) if row else 0
     cur.execute(sql.SQL("DROP TABLE {}").format(pub.staging))
-    return Applied("upsert", published, inserted, before + inserted)
+    return Applied("upsert", published, before + inserted)
 
 
-def _swap(cur: Cursor, pub: Publication, exists: bool) -> Applied:
+def _swap(cur: Cursor, pub: Publication, exists: bool, kept: int) -> Applied:
+    """The staging table (the run's rows plus `kept` served ones) becomes the partition."""
     cur.execute(sql.SQL("SELECT count(*) FROM {}").format(pub.staging))
     rows = int(cur.fetchone()[0])
     if exists:
@@ -265,7 +305,8 @@ def _swap(cur: Cursor, pub: Publication, exists: bool) -> Applied:
             pub.partition, sql.Literal(pub.model_version_id)
         )
     )
-    return Applied("swap", rows, rows, rows)
+    strategy: Strategy = "merge" if exists and pub.mode == "incremental" else "swap"
+    return Applied(strategy, rows - kept, rows)
 
 
 def drop_staging(url: str, hint: str, pub: Publication) -> None:

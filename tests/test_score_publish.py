@@ -276,6 +276,25 @@ def test_a_later_batch_upserts_new_and_changed_entities(spark: Any, setup: Setup
     )
     assert count == [(len(after), "ups-2")]
 
+    # A batch at least half the size of what is served is merged into a new partition instead;
+    # to a reader the outcome is the same.
+    third = customers(3000, seed=6, first_id=20_400, label=False)
+    ingest_batch(spark, setup, "ups-3", third)
+    score(spark, setup.settings, ScoreRequest(MODEL, batch_id="ups-3", run_id="ups-3"))
+    result = publish(spark, setup.settings, "ups-3")
+    assert (result.strategy, result.rows_published) == ("merge", 3000)
+    merged = served(setup, setup.champion)
+    want = expected_scores(setup, setup.champion, third)
+    assert set(merged) == set(after) | set(want)
+    assert all(merged[e][0] == v and merged[e][2] == "ups-3" for e, v in want.items())
+    assert all(merged[e] == after[e] for e in set(after) - set(want))
+    count = fetch_all(
+        setup.admin_url,
+        "SELECT row_count FROM precompute.serving_versions WHERE model_version_id = %s",
+        (setup.champion.version_id,),
+    )
+    assert count == [(len(merged),)]
+
 
 def test_a_full_rescore_replaces_the_versions_partition(spark: Any, setup: Setup) -> None:
     ingest_batch(spark, setup, "full-a", customers(400, seed=6, first_id=30_000, label=False))
@@ -337,7 +356,7 @@ def test_a_reader_never_sees_a_half_published_run(spark: Any, setup: Setup) -> N
     reader = threading.Thread(target=poll)
     reader.start()
     try:
-        publish(spark, setup.settings, "conc-2")
+        assert publish(spark, setup.settings, "conc-2").strategy == "merge"
         time.sleep(0.2)
     finally:
         stop.set()
