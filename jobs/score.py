@@ -257,7 +257,7 @@ def _input_rows(
     return incoming.where(F.col("batch_id") == F.lit(batch)), (counts.accepted if counts else None)
 
 
-_PLANS: dict[tuple[str, str], Any] = {}  # per Python worker: compiled once, reused by tasks
+_PLANS: dict[tuple[str, int, str], Any] = {}  # per Python worker: compiled once, reused by tasks
 
 
 def _score_batches(
@@ -275,7 +275,7 @@ def _score_batches(
     from jobs.bundle.format import read_bundle
     from jobs.bundle.runtime import compile_bundle
 
-    key = (sha256, device)
+    key = (sha256, model_version_id, device)
     plan = _PLANS.get(key)
     if plan is None:
         plan = _PLANS[key] = compile_bundle(
