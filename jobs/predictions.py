@@ -43,7 +43,7 @@ def target(model: str, model_version_id: int, run_id: str, scored_at: datetime.d
             "model_version_id": model_version_id,
             "run_id": run_id,
             "scored_at": scored_at,
-            "scored_date": scored_at.date(),
+            "scored_date": scored_at.astimezone(datetime.UTC).date(),
         },
     )
 
@@ -52,6 +52,8 @@ def run_rows(engine: LakeEngine, run_id: str, scored_at: datetime.datetime) -> D
     """The predictions one run wrote."""
     from pyspark.sql import functions as F
 
+    # The partition is the UTC date; a timestamp read back from PostgreSQL may carry another zone.
+    day = scored_at.astimezone(datetime.UTC).date()
     return engine.read(TABLE).where(
-        (F.col("scored_date") == F.lit(scored_at.date())) & (F.col("run_id") == F.lit(run_id))
+        (F.col("scored_date") == F.lit(day)) & (F.col("run_id") == F.lit(run_id))
     )

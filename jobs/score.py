@@ -127,7 +127,7 @@ def _score(
     run_id: str,
     recorder: RunRecorder,
 ) -> ScoreResult:
-    from jobs import monitoring, predictions
+    from jobs import predictions
     from jobs.bundle.format import read_bundle
     from jobs.bundle.program import build_program
 
@@ -174,11 +174,7 @@ def _score(
     finally:
         staged.discard()
     recorder.record_score(version.version_id, scored_at, commit.version, count)
-    metrics = monitoring.run_metrics(
-        predictions.run_rows(engine, run_id, scored_at), version.task, version.reference_scores
-    )
-    recorder.record_metrics(metrics)
-    psi = metrics.get("psi", (None, None))[0]
+    psi = _record_metrics(engine, version, run_id, scored_at, recorder)
     return ScoreResult(
         run_id,
         version.model,
@@ -191,17 +187,64 @@ def _score(
     )
 
 
+def _record_metrics(
+    engine: LakeEngine,
+    version: ModelVersion,
+    run_id: str,
+    scored_at: datetime.datetime,
+    recorder: RunRecorder,
+) -> float | None:
+    """The run's score distribution and drift, from its rows in the lake; returns the PSI."""
+    from jobs import monitoring, predictions
+
+    rows = predictions.run_rows(engine, run_id, scored_at)
+    metrics = monitoring.run_metrics(rows, version.task, version.reference_scores)
+    recorder.record_metrics(metrics)
+    return metrics.get("psi", (None, None))[0]
+
+
 def _already_scored(
     engine: LakeEngine, version: ModelVersion, run_id: str, recorder: RunRecorder, done: Any
 ) -> ScoreResult:
     """A rerun of a scored run: report it, repairing its record if the first run could not."""
+    from pyspark.sql import functions as F
+
     from jobs import predictions
 
     if done is None or done.rows_scored is None or done.scored_at is None:
-        raise ScoreInputError(
-            f"run {run_id} has predictions in the lake but no score record in the database "
-            "(the first attempt failed after its Delta commit): its predictions are kept; "
-            "publish cannot find them without the record, so score under a new run id"
+        # The Delta commit happened but recording it did not (the database went away): the
+        # predictions themselves say what the record must hold.
+        count, scored_at, version_ids = (
+            engine.read(predictions.TABLE)
+            .where(F.col("run_id") == F.lit(run_id))
+            .agg(F.count("*"), F.min("scored_at"), F.collect_set("model_version_id"))
+            .first()  # type: ignore[misc]
+        )
+        if version_ids != [version.version_id]:
+            raise ScoreInputError(
+                f"run {run_id} holds predictions of model version ids {sorted(version_ids)} in "
+                f"the lake, not {version.label}: use another run id"
+            )
+        counts = recorder.earlier_ingest() if done is not None and done.batch_id else None
+        if counts is not None and counts.accepted != count:
+            raise CountMismatch(
+                f"run {run_id}: ingest recorded {counts.accepted} accepted rows but the lake "
+                f"holds {count} predictions for the run"
+            )
+        # Spark hands timestamps back as naive local time.
+        scored_at = scored_at.astimezone(datetime.UTC)
+        table_version = engine.version(predictions.TABLE)
+        recorder.record_score(version.version_id, scored_at, table_version, count)
+        psi = _record_metrics(engine, version, run_id, scored_at, recorder)
+        return ScoreResult(
+            run_id,
+            version.model,
+            version.version,
+            version.version_id,
+            count,
+            table_version,
+            already_scored=True,
+            psi=psi,
         )
     if done.model_version_id != version.version_id:
         raise ScoreInputError(

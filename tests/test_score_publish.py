@@ -247,6 +247,24 @@ def test_rerunning_a_scored_and_published_run_changes_nothing(spark: Any, setup:
     assert run_row(setup, "rerun-1")["state"] == "succeeded"
 
 
+def test_a_score_record_lost_after_the_delta_commit_is_repaired_by_a_rerun(
+    spark: Any, setup: Setup
+) -> None:
+    ingest_batch(spark, setup, "lost-1", customers(120, seed=16, first_id=600_000, label=False))
+    score(spark, setup.settings, ScoreRequest(MODEL, batch_id="lost-1", run_id="lost-1"))
+    scored_at = run_scored_at(setup, "lost-1")
+    # As if the database had gone away right after the Delta commit.
+    fetch_all(
+        setup.admin_url,
+        "UPDATE precompute.runs SET rows_scored = NULL, scored_at = NULL, "
+        "predictions_version = NULL, model_version_id = NULL WHERE run_id = 'lost-1'",
+    )
+    again = score(spark, setup.settings, ScoreRequest(MODEL, batch_id="lost-1", run_id="lost-1"))
+    assert again.already_scored and again.rows_scored == 120
+    assert run_scored_at(setup, "lost-1") == scored_at
+    assert publish(spark, setup.settings, "lost-1").rows_published == 120
+
+
 def test_a_later_batch_upserts_new_and_changed_entities(spark: Any, setup: Setup) -> None:
     first = customers(500, seed=4, first_id=20_000, label=False)
     ingest_batch(spark, setup, "ups-1", first)
