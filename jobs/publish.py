@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
+    from jobs.serving import Publication
+
 COPY_CHUNK_BYTES = 1 << 20
 
 
@@ -144,11 +146,11 @@ def _publish(
     return PublishResult(info.run_id, applied.rows_published, applied.strategy, seconds)
 
 
-def _drop_quietly(url: str, hint: str, pub: object) -> None:
+def _drop_quietly(url: str, hint: str, pub: Publication) -> None:
     from jobs import serving
 
     with contextlib.suppress(Exception):  # the retry drops it anyway; keep the real error
-        serving.drop_staging(url, hint, pub)  # type: ignore[arg-type]
+        serving.drop_staging(url, hint, pub)
 
 
 def copy_rows(rows: DataFrame, url: str, statement: str, streams: int) -> int:

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from jobs.lake import LakeEngine
-    from jobs.registry import ModelVersion
+    from jobs.registry import ModelVersion, Registry
 
 Mode = Literal["incremental", "full"]
 Device = Literal["auto", "cpu", "gpu"]
@@ -122,7 +122,7 @@ def _score(
     spark: SparkSession,
     settings: Settings,
     request: ScoreRequest,
-    registry: Any,
+    registry: Registry,
     version: ModelVersion,
     run_id: str,
     recorder: RunRecorder,
