@@ -44,6 +44,29 @@ def fetch_all(
         conn.close()
 
 
+def create_database(admin_url: str, name: str) -> str:
+    """Create a database on the server; returns its admin URL."""
+    fetch_all_autocommit(admin_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    """Drop it on a new connection: a test may have restarted the server since it was made."""
+    fetch_all_autocommit(
+        admin_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    )
+
+
+def fetch_all_autocommit(url: str, statement: Any) -> None:
+    conn = database.connect(url)
+    conn.autocommit = True  # CREATE and DROP DATABASE refuse to run in a transaction
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+    finally:
+        conn.close()
+
+
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     return get_settings()
@@ -61,18 +84,11 @@ def admin_url(settings: Settings) -> str:
 def fresh_database(admin_url: str) -> Iterator[str]:
     """An empty database on the real server, dropped afterwards; yields its admin URL."""
     name = f"test_{uuid.uuid4().hex[:12]}"
-    conn = database.connect(admin_url)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    create_database(admin_url, name)
     try:
         yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     finally:
-        with conn.cursor() as cur:
-            cur.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-        conn.close()
+        drop_database(admin_url, name)
 
 
 @pytest.fixture
@@ -109,20 +125,12 @@ def jobs_database(admin_url: str, settings: Settings) -> Iterator[str]:
     from precompute import migrations
 
     name = f"test_jobs_{uuid.uuid4().hex[:8]}"
-    conn = database.connect(admin_url)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    url = create_database(admin_url, name)
     migrations.migrate(url, settings)
     try:
         yield url
     finally:
-        with conn.cursor() as cur:
-            cur.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-        conn.close()
+        drop_database(admin_url, name)
 
 
 @pytest.fixture
