@@ -106,6 +106,30 @@ def _parser() -> argparse.ArgumentParser:
     prune.add_argument("--keep", type=int, help="versions to keep per model (default: the setting)")
     prune.set_defaults(handler=_serving_prune)
 
+    api = commands.add_parser("api", help="serve the lookup API (uvicorn)")
+    api.add_argument("--host", help="default: PRECOMPUTE_API_HOST")
+    api.add_argument("--port", type=int, help="default: PRECOMPUTE_API_PORT")
+    api.add_argument("--workers", type=int, help="default: PRECOMPUTE_API_WORKERS")
+    api.set_defaults(handler=_api)
+
+    api_key = commands.add_parser("api-key", help="lookup API keys")
+    key_commands = api_key.add_subparsers(required=True, metavar="ACTION")
+    create = key_commands.add_parser("create", help="make a key; it is shown once")
+    create.add_argument("name", help="who or what the key is for")
+    create.add_argument(
+        "--scope",
+        action="append",
+        choices=["predictions:read", "score-requests:write"],
+        help="repeat for several (default: predictions:read)",
+    )
+    create.set_defaults(handler=_api_key_create)
+    key_commands.add_parser("list", help="keys, their scopes and state").set_defaults(
+        handler=_api_key_list
+    )
+    revoke = key_commands.add_parser("revoke", help="revoke a key by name")
+    revoke.add_argument("name")
+    revoke.set_defaults(handler=_api_key_revoke)
+
     model = commands.add_parser("model", help="the model registry: versions and aliases")
     model_commands = model.add_subparsers(required=True, metavar="ACTION")
     model_commands.add_parser("list", help="models, version counts and aliases").set_defaults(
@@ -229,6 +253,56 @@ def _serving_prune(args: argparse.Namespace, settings: Settings) -> int:
         print(f"removed {r.model} v{r.version} from serving ({r.rows} predictions)")
     if not removed:
         print(f"nothing to remove: no model serves more than {keep} versions")
+    return 0
+
+
+def _api(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    uvicorn.run(
+        "lookup_api.main:create_app",
+        factory=True,
+        host=args.host or settings.api_host,
+        port=args.port or settings.api_port,
+        workers=args.workers or settings.api_workers,
+        access_log=False,  # the app logs each request as one JSON line
+        log_level="warning",
+    )
+    return 0
+
+
+def _writer(settings: Settings) -> tuple[str, str]:
+    return database.database_url(settings, "writer"), database.unreachable_hint(settings)
+
+
+def _api_key_create(args: argparse.Namespace, settings: Settings) -> int:
+    from lookup_api.core import keys
+
+    scopes = tuple(args.scope or [keys.READ])
+    key, record = keys.create(*_writer(settings), args.name, scopes)
+    print(f"created API key {record.name!r} with {', '.join(record.scopes)}")
+    print("the key (shown only now; only its hash is stored):")
+    print(key)
+    return 0
+
+
+def _api_key_list(args: argparse.Namespace, settings: Settings) -> int:
+    from lookup_api.core import keys
+
+    listed = keys.listing(*_writer(settings))
+    if not listed:
+        print("no API keys: `precompute api-key create NAME` makes one")
+    for k in listed:
+        state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
+        print(f"{k.name:<24} {k.prefix}…  {','.join(k.scopes):<40} {state}")
+    return 0
+
+
+def _api_key_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from lookup_api.core import keys
+
+    record = keys.revoke(*_writer(settings), args.name)
+    print(f"revoked {record.name!r} ({record.prefix}…)")
     return 0
 
 

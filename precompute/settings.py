@@ -101,6 +101,21 @@ class Settings(BaseSettings):
         description="Model versions of each model kept in the serving tables; older ones are "
         "removed by `precompute serving prune` (versions an alias points at are always kept).",
     )
+    api_host: str = Field("127.0.0.1", description="Address the lookup API listens on.")
+    api_port: int = Field(8000, ge=1, le=65535, description="Port the lookup API listens on.")
+    api_workers: int = Field(1, ge=1, le=64, description="Lookup API worker processes.")
+    api_pool_size: int = Field(
+        8, ge=1, le=100, description="Database connections per lookup API worker."
+    )
+    api_statement_timeout_ms: int = Field(
+        2000, ge=10, description="Longest a lookup API query may run before it is cancelled."
+    )
+    api_key_cache_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="How long the lookup API trusts a checked API key before asking the "
+        "database again (a revoked key is refused at most this long after).",
+    )
     airflow_home: Path = Field(
         default_factory=lambda data: data["var_dir"] / "airflow",
         description="AIRFLOW_HOME for the embedded Airflow.",

@@ -12,7 +12,7 @@ from psycopg2 import errors, sql
 from precompute import database, migrations
 from precompute.settings import Settings
 
-PROJECT_SCHEMAS = ("precompute", "analytics", "staging")
+PROJECT_SCHEMAS = ("precompute", "analytics", "staging", "serving")
 
 
 @pytest.fixture

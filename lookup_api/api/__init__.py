@@ -1,0 +1,1 @@
+"""The HTTP surface: dependencies, errors and one module of routes per resource."""

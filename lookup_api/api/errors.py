@@ -1,0 +1,62 @@
+"""Every error answers with the same JSON body: {"error": {"code": ..., "message": ...}}."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from lookup_api.core.db import RETRY_AFTER_SECONDS, DatabaseDown, QueryTimeout
+
+
+class ApiError(Exception):
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+
+
+def body(code: str, message: str) -> dict[str, dict[str, str]]:
+    return {"error": {"code": code, "message": message}}
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(body(exc.code, exc.message), exc.status, headers=exc.headers)
+
+    @app.exception_handler(DatabaseDown)
+    async def database_down(request: Request, exc: DatabaseDown) -> JSONResponse:
+        return JSONResponse(
+            body("database_unavailable", "the database is not answering; retry shortly"),
+            503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+    @app.exception_handler(QueryTimeout)
+    async def query_timeout(request: Request, exc: QueryTimeout) -> JSONResponse:
+        return JSONResponse(
+            body("query_timeout", "the lookup took too long and was cancelled; retry shortly"),
+            503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for problem in exc.errors():
+            where = ".".join(str(part) for part in problem.get("loc", ()) if part != "body")
+            problems.append(f"{where or 'body'}: {problem.get('msg', 'invalid')}")
+        return JSONResponse(body("invalid_request", "; ".join(problems)), 400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            body(code, str(exc.detail)), exc.status_code, headers=getattr(exc, "headers", None)
+        )

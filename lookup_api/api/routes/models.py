@@ -1,0 +1,24 @@
+"""Registered models, their versions and aliases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from lookup_api import crud
+from lookup_api.api.deps import DbDep, Reader
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+@router.get("")
+def list_models(db: DbDep, caller: Reader) -> list[dict[str, Any]]:
+    """Every model with its task, version count and aliases."""
+    return crud.models(db)
+
+
+@router.get("/{name}")
+def get_model(name: str, db: DbDep, caller: Reader) -> dict[str, Any]:
+    """One model's versions: kind, metrics, aliases, served predictions."""
+    return crud.model(db, name)

@@ -1,0 +1,1 @@
+"""What the routes stand on: the database pool, API keys, logging and metrics."""

@@ -1,0 +1,164 @@
+"""The API's queries: each answers one request in one statement on the read-only role."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lookup_api.api.errors import ApiError
+from lookup_api.core.db import Database
+
+LOOKUP = """
+WITH chosen AS (
+    SELECT v.version_id, v.version
+      FROM precompute.models m
+      JOIN precompute.model_versions v ON v.model_id = m.model_id
+     WHERE m.name = %(model)s
+       AND CASE WHEN %(version)s::integer IS NOT NULL THEN v.version = %(version)s::integer
+                ELSE v.version_id = (SELECT a.version_id FROM precompute.model_aliases a
+                                      WHERE a.model_id = m.model_id AND a.alias = %(alias)s)
+           END
+)
+SELECT c.version, p.entity_id, p.score, p.label, p.scored_at, p.run_id
+  FROM chosen c
+  LEFT JOIN precompute.predictions p
+         ON p.model_version_id = c.version_id AND p.entity_id = ANY(%(ids)s)
+"""
+
+
+def lookup(
+    db: Database, model: str, alias: str, version: int | None, ids: list[str]
+) -> tuple[int, list[dict[str, Any]]]:
+    """The chosen version's number and the predictions found among `ids`."""
+    rows = db.query(LOOKUP, {"model": model, "alias": alias, "version": version, "ids": ids})
+    if not rows:
+        raise _unknown(db, model, alias, version)
+    found = [
+        {
+            "entity_id": entity,
+            "model": model,
+            "version": number,
+            "score": score,
+            "label": label,
+            "scored_at": scored_at,
+            "run_id": run_id,
+        }
+        for number, entity, score, label, scored_at, run_id in rows
+        if entity is not None
+    ]
+    return int(rows[0][0]), found
+
+
+def _unknown(db: Database, model: str, alias: str, version: int | None) -> ApiError:
+    """Why nothing matched: no such model, or no such alias or version of it."""
+    rows = db.query(
+        """
+        SELECT (SELECT string_agg('v' || v.version, ', ' ORDER BY v.version)
+                  FROM precompute.model_versions v WHERE v.model_id = m.model_id),
+               (SELECT string_agg(a.alias, ', ' ORDER BY a.alias)
+                  FROM precompute.model_aliases a WHERE a.model_id = m.model_id)
+          FROM precompute.models m WHERE m.name = %s
+        """,
+        (model,),
+    )
+    if not rows:
+        return ApiError(
+            404, "unknown_model", f"no model named {model!r} (GET /v1/models lists them)"
+        )
+    versions, aliases = rows[0]
+    what = f"version {version}" if version is not None else f"alias {alias!r}"
+    return ApiError(
+        404,
+        "unknown_version",
+        f"model {model!r} has no {what} (versions: {versions or 'none'}; "
+        f"aliases: {aliases or 'none'})",
+    )
+
+
+def models(db: Database) -> list[dict[str, Any]]:
+    rows = db.query(
+        """
+        SELECT m.name, m.task, m.description,
+               coalesce((SELECT jsonb_object_agg(a.alias, v.version)
+                           FROM precompute.model_aliases a
+                           JOIN precompute.model_versions v USING (version_id)
+                          WHERE a.model_id = m.model_id), '{}'),
+               (SELECT count(*) FROM precompute.model_versions v WHERE v.model_id = m.model_id)
+          FROM precompute.models m ORDER BY m.name
+        """
+    )
+    return [
+        {"name": n, "task": t, "description": d, "aliases": a, "versions": int(c)}
+        for n, t, d, a, c in rows
+    ]
+
+
+def model(db: Database, name: str) -> dict[str, Any]:
+    rows = db.query(
+        """
+        SELECT m.name, m.task, m.description, v.version, v.model_kind, v.metrics, v.created_at,
+               coalesce((SELECT array_agg(a.alias ORDER BY a.alias) FROM precompute.model_aliases a
+                          WHERE a.version_id = v.version_id), '{}'),
+               s.row_count, s.published_at
+          FROM precompute.models m
+          LEFT JOIN precompute.model_versions v ON v.model_id = m.model_id
+          LEFT JOIN precompute.serving_versions s ON s.model_version_id = v.version_id
+         WHERE m.name = %s ORDER BY v.version
+        """,
+        (name,),
+    )
+    if not rows:
+        raise ApiError(404, "unknown_model", f"no model named {name!r} (GET /v1/models lists them)")
+    versions = [
+        {
+            "version": r[3],
+            "kind": r[4],
+            "metrics": r[5],
+            "registered_at": r[6],
+            "aliases": list(r[7]),
+            "served_predictions": r[8],
+            "published_at": r[9],
+        }
+        for r in rows
+        if r[3] is not None
+    ]
+    return {"name": rows[0][0], "task": rows[0][1], "description": rows[0][2], "versions": versions}
+
+
+def run(db: Database, run_id: str) -> dict[str, Any]:
+    rows = db.query(
+        """
+        SELECT r.run_id, r.mode, r.batch_id, r.model, r.version, r.state, r.rows_read,
+               r.rows_accepted, r.rows_quarantined, r.rows_scored, r.rows_published,
+               r.rejected_share, r.psi, r.error, r.started_at, r.finished_at,
+               coalesce((SELECT jsonb_agg(jsonb_build_object(
+                            'stage', s.stage, 'state', s.state, 'attempt', s.attempt,
+                            'rows_in', s.rows_in, 'rows_out', s.rows_out,
+                            'started_at', s.started_at, 'finished_at', s.finished_at,
+                            'error', s.error) ORDER BY s.started_at)
+                           FROM precompute.run_stages s WHERE s.run_id = r.run_id), '[]')
+          FROM analytics.runs r WHERE r.run_id = %s
+        """,
+        (run_id,),
+    )
+    if not rows:
+        raise ApiError(404, "unknown_run", f"no run {run_id!r}")
+    names = [
+        "run_id",
+        "mode",
+        "batch_id",
+        "model",
+        "version",
+        "state",
+        "rows_read",
+        "rows_accepted",
+        "rows_quarantined",
+        "rows_scored",
+        "rows_published",
+        "rejected_share",
+        "psi",
+        "error",
+        "started_at",
+        "finished_at",
+        "stages",
+    ]
+    return dict(zip(names, rows[0], strict=True))
