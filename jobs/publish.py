@@ -143,7 +143,18 @@ def _publish(
         _drop_quietly(url, hint, pub)
         raise
     recorder.record_published(applied.rows_published)
+    _deliver_callbacks(settings)
     return PublishResult(info.run_id, applied.rows_published, applied.strategy, seconds)
+
+
+def _deliver_callbacks(settings: Settings) -> None:
+    """Post the results of score requests this publish answered; never fails the publish."""
+    from jobs import callbacks
+
+    try:
+        callbacks.deliver_due(settings)
+    except PrecomputeError as exc:
+        print(f"warning: score request callbacks not delivered now: {exc}", file=sys.stderr)
 
 
 def _drop_quietly(url: str, hint: str, pub: Publication) -> None:

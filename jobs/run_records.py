@@ -158,15 +158,23 @@ class RunRecorder:
         scored_at: datetime.datetime,
         predictions_version: int,
         rows_scored: int,
+        rows_requested: int = 0,
     ) -> None:
         self._execute(
             """
             UPDATE precompute.runs
                SET model_version_id = %s, scored_at = %s, predictions_version = %s,
-                   rows_scored = %s
+                   rows_scored = %s, rows_requested = %s
              WHERE run_id = %s
             """,
-            (model_version_id, scored_at, predictions_version, rows_scored, self.run_id),
+            (
+                model_version_id,
+                scored_at,
+                predictions_version,
+                rows_scored,
+                rows_requested,
+                self.run_id,
+            ),
         )
 
     def record_metrics(self, metrics: Mapping[str, tuple[float | None, Any]]) -> None:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from jobs.lake import Txn, lake
 from jobs.run_records import CountMismatch, RunRecorder
+from precompute import database
 from precompute.errors import PrecomputeError
 from precompute.settings import Settings
 
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from jobs.registry import ModelVersion, Registry
 
 Mode = Literal["incremental", "full"]
+CHAMPION = "champion"
 Device = Literal["auto", "cpu", "gpu"]
 
 
@@ -149,12 +151,18 @@ def _score(
     features = [f["name"] for f in contract["features"]]
     entity = contract["entity_id"]["name"]
     rows, expected = _input_rows(engine, request, contract["dataset"], entity, recorder)
+    rows = rows.select(entity, *features)
+    requested = 0
+    if CHAMPION in version.aliases:  # requests are answered by the version lookups read
+        rows, requested = _with_requests(spark, settings, version, run_id, rows, entity, features)
+        if expected is not None:
+            expected += requested
 
     device = request.device or settings.scoring_device
     scorer = partial(
         _score_batches, content, version.bundle_sha256, version.version_id, device, entity
     )
-    scored = rows.select(entity, *features).mapInArrow(scorer, predictions.SCORED_SCHEMA)
+    scored = rows.mapInArrow(scorer, predictions.SCORED_SCHEMA)
     scored_at = datetime.datetime.now(datetime.UTC)
     target = predictions.target(version.model, version.version_id, run_id, scored_at)
     staged = engine.stage(scored, {"rows": target})
@@ -162,9 +170,10 @@ def _score(
         count = staged.counts["rows"]
         if expected is not None and count != expected:
             raise CountMismatch(
-                f"run {run_id}: batch {request.batch_id} has {expected} accepted rows recorded "
-                f"by ingest but {count} were scored; nothing was written (has the incoming "
-                "table been changed outside ingest?)"
+                f"run {run_id}: batch {request.batch_id} has {expected - requested} accepted "
+                f"rows recorded by ingest and {requested} score requests, but {count} were "
+                "scored; nothing was written (has the incoming table been changed outside "
+                "ingest?)"
             )
         metadata = {
             "precompute.run_id": run_id,
@@ -173,7 +182,7 @@ def _score(
         commit = staged.commit("rows", txn, metadata)
     finally:
         staged.discard()
-    recorder.record_score(version.version_id, scored_at, commit.version, count)
+    recorder.record_score(version.version_id, scored_at, commit.version, count, requested)
     psi = _record_metrics(engine, version, run_id, scored_at, recorder)
     return ScoreResult(
         run_id,
@@ -185,6 +194,48 @@ def _score(
         already_scored=False,
         psi=psi,
     )
+
+
+def _with_requests(
+    spark: SparkSession,
+    settings: Settings,
+    version: ModelVersion,
+    run_id: str,
+    rows: DataFrame,
+    entity: str,
+    features: list[str],
+) -> tuple[DataFrame, int]:
+    """The rows plus the model's pending score requests for entities not among them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from pyspark.sql import functions as F
+
+    from jobs import score_requests
+    from jobs.contracts import load_contract
+
+    schema = version.input_schema
+    contract = load_contract(settings.contracts_dir, schema["dataset"], schema["version"])
+    claimed = score_requests.claim(
+        database.database_url(settings, "writer"),
+        database.unreachable_hint(settings),
+        version.model,
+        run_id,
+        contract,
+    )
+    if claimed.rows is None:
+        return rows, 0
+    asked = spark.createDataFrame(claimed.rows.select([entity, *features]))
+    # An entity in the batch is scored from the batch; its requests take that prediction.
+    overlap = [
+        r[0] for r in rows.select(entity).join(F.broadcast(asked.select(entity)), entity).collect()
+    ]
+    table = claimed.rows.select([entity, *features])
+    if overlap:
+        keep = pc.invert(pc.is_in(table.column(entity), value_set=pa.array(overlap)))
+        table = table.filter(keep)
+    if table.num_rows == 0:
+        return rows, 0
+    return rows.unionByName(spark.createDataFrame(table)), table.num_rows
 
 
 def _record_metrics(
@@ -226,15 +277,17 @@ def _already_scored(
                 f"the lake, not {version.label}: use another run id"
             )
         counts = recorder.earlier_ingest() if done is not None and done.batch_id else None
-        if counts is not None and counts.accepted != count:
+        # The rows beyond the batch's accepted ones are the score requests the run took on.
+        if counts is not None and count < counts.accepted:
             raise CountMismatch(
                 f"run {run_id}: ingest recorded {counts.accepted} accepted rows but the lake "
                 f"holds {count} predictions for the run"
             )
+        requested = count - counts.accepted if counts is not None else 0
         # Spark hands timestamps back as naive local time.
         scored_at = scored_at.astimezone(datetime.UTC)
         table_version = engine.version(predictions.TABLE)
-        recorder.record_score(version.version_id, scored_at, table_version, count)
+        recorder.record_score(version.version_id, scored_at, table_version, count, requested)
         psi = _record_metrics(engine, version, run_id, scored_at, recorder)
         return ScoreResult(
             run_id,

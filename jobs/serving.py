@@ -37,6 +37,7 @@ from typing import Literal
 from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
 
+from jobs import score_requests
 from jobs.run_records import CountMismatch
 from precompute import database
 
@@ -195,6 +196,8 @@ def apply(url: str, hint: str, pub: Publication, planned: Strategy) -> Applied:
                 f"{applied.rows_published} would have been published; the publish was "
                 "rolled back and serving is unchanged"
             )
+        # Requests the run answered are done once their predictions are served, not before.
+        score_requests.mark_done(cur, pub.run_id, pub.model_version_id)
         cur.execute(
             "UPDATE precompute.published_runs SET row_count = %s WHERE run_id = %s",
             (applied.rows_published, pub.run_id),

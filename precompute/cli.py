@@ -130,6 +130,12 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("name")
     revoke.set_defaults(handler=_api_key_revoke)
 
+    requests = commands.add_parser("score-requests", help="asynchronous score requests")
+    request_commands = requests.add_subparsers(required=True, metavar="ACTION")
+    request_commands.add_parser(
+        "deliver", help="post the callbacks that are due (retries with backoff)"
+    ).set_defaults(handler=_deliver_callbacks)
+
     model = commands.add_parser("model", help="the model registry: versions and aliases")
     model_commands = model.add_subparsers(required=True, metavar="ACTION")
     model_commands.add_parser("list", help="models, version counts and aliases").set_defaults(
@@ -303,6 +309,14 @@ def _api_key_revoke(args: argparse.Namespace, settings: Settings) -> int:
 
     record = keys.revoke(*_writer(settings), args.name)
     print(f"revoked {record.name!r} ({record.prefix}…)")
+    return 0
+
+
+def _deliver_callbacks(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs import callbacks
+
+    done = callbacks.deliver_due(settings)
+    print(f"callbacks: {done.delivered} delivered, {done.retrying} to retry, {done.failed} failed")
     return 0
 
 

@@ -116,6 +116,20 @@ class Settings(BaseSettings):
         description="How long the lookup API trusts a checked API key before asking the "
         "database again (a revoked key is refused at most this long after).",
     )
+    api_max_request_bytes: int = Field(
+        16_384, ge=1024, description="Largest score request body the lookup API accepts."
+    )
+    api_max_pending_requests: int = Field(
+        1000,
+        ge=1,
+        description="Score requests one API key may have waiting to be scored.",
+    )
+    callback_max_attempts: int = Field(
+        5, ge=1, le=20, description="Deliveries tried per score request callback."
+    )
+    callback_backoff_seconds: float = Field(
+        2.0, ge=0, description="Delay before a callback's second try; it doubles after each."
+    )
     airflow_home: Path = Field(
         default_factory=lambda data: data["var_dir"] / "airflow",
         description="AIRFLOW_HOME for the embedded Airflow.",

@@ -6,9 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import create_database, drop_database, fetch_all, run_cli
+from conftest import create_database, created_key, drop_database, fetch_all, run_cli, serve_api
 
 from precompute import database, migrations
 from precompute.settings import Settings
@@ -45,17 +42,12 @@ def _auth(key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 SEED = """
 INSERT INTO precompute.models (name, task) VALUES ('churn', 'classification');
 INSERT INTO precompute.model_versions
     (model_id, version, model_kind, bundle_uri, bundle_sha256, input_schema)
-SELECT model_id, v, 'logistic_regression', 'file:///nowhere/v' || v || '.zip', repeat('0', 64), '{}'
+SELECT model_id, v, 'logistic_regression', 'file:///nowhere/v' || v || '.zip', repeat('0', 64),
+       '{"dataset": "customers", "version": 1}'
   FROM precompute.models, generate_series(1, 2) v;
 INSERT INTO precompute.model_aliases (model_id, alias, version_id)
 SELECT model_id, CASE version WHEN 1 THEN 'champion' ELSE 'challenger' END, version_id
@@ -89,39 +81,18 @@ def api(
     env = os.environ | {
         "DATABASE_URL": url,
         "PRECOMPUTE_API_KEY_CACHE_SECONDS": "0",  # revocation is seen at once
+        "PRECOMPUTE_API_MAX_PENDING_REQUESTS": "3",
     }
-    reader_key = _created_key(run_cli("api-key", "create", "reader-app", env=env))
-    submit_key = _created_key(
+    reader_key = created_key(run_cli("api-key", "create", "reader-app", env=env))
+    submit_key = created_key(
         run_cli("api-key", "create", "submitter", "--scope", "score-requests:write", env=env)
     )
-    port = free_port()
     log = tmp_path_factory.mktemp("api") / "api.log"
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "precompute.cli", "api", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
     try:
-        yield Api(base, env, log, url, reader_key, submit_key)
+        with serve_api(env, log) as base:
+            yield Api(base, env, log, url, reader_key, submit_key)
     finally:
-        server.terminate()
-        server.wait(timeout=10)
         drop_database(admin_url, name)
-
-
-def _created_key(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip().splitlines()[-1]
 
 
 def test_health_readiness_and_the_openapi_document(api: Api) -> None:
@@ -241,7 +212,7 @@ def test_keys_are_required_and_scoped(api: Api) -> None:
     scoped = api.get("/v1/predictions/c0", api.submit_key, model="churn")
     assert scoped.status_code == 403 and "predictions:read" in scoped.json()["error"]["message"]
 
-    key = _created_key(run_cli("api-key", "create", "short-lived", env=api.env))
+    key = created_key(run_cli("api-key", "create", "short-lived", env=api.env))
     assert api.get("/v1/models", key).status_code == 200
     assert run_cli("api-key", "revoke", "short-lived", env=api.env).returncode == 0
     assert api.get("/v1/models", key).status_code == 401
@@ -295,6 +266,97 @@ def test_every_request_is_one_json_log_line_without_key_material(api: Api) -> No
     assert (last["model"], last["version"], last["key"]) == ("churn", 1, "reader-app")
     content = api.log.read_text()
     assert api.reader_key not in content and api.submit_key not in content
+
+
+FEATURES = {
+    "age": 41.0,
+    "tenure_months": 12,
+    "monthly_spend": 55.5,
+    "support_calls": 2,
+    "discount_rate": None,
+    "plan": "plus",
+    "region": "west",
+    "autopay": True,
+}
+
+
+def test_a_score_request_is_checked_queued_and_readable(api: Api) -> None:
+    body = {"model": "churn", "entity_id": "new-1", "features": FEATURES}
+    submitted = api.post("/v1/score-requests", api.submit_key, json=body)
+    assert submitted.status_code == 202, submitted.text
+    request_id = submitted.json()["request_id"]
+    assert submitted.json()["state"] == "pending"
+    stored = fetch_all(
+        api.admin_url,
+        "SELECT entity_id, features, state FROM precompute.score_requests WHERE request_id = %s",
+        (request_id,),
+    )
+    assert stored == [("new-1", FEATURES, "pending")]
+    # Either scope may read a request by its id.
+    for key in (api.submit_key, api.reader_key):
+        shown = api.get(f"/v1/score-requests/{request_id}", key).json()
+        assert (shown["state"], shown["model"], shown["score"]) == ("pending", "churn", None)
+    fetch_all(api.admin_url, "DELETE FROM precompute.score_requests")
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "code", "says"),
+    [
+        ({"model": "nope"}, 404, "unknown_model", "nope"),
+        (
+            {"features": FEATURES | {"age": 150.0}},
+            400,
+            "invalid_features",
+            "age: must be at most 120",
+        ),
+        (
+            {"features": FEATURES | {"plan": "gold"}},
+            400,
+            "invalid_features",
+            "plan: must be one of",
+        ),
+        ({"features": FEATURES | {"tenure_months": "x"}}, 400, "invalid_features", "whole number"),
+        (
+            {"features": FEATURES | {"colour": "red"}},
+            400,
+            "invalid_features",
+            "colour: not a feature",
+        ),
+        (
+            {"features": {k: v for k, v in FEATURES.items() if k != "age"}},
+            400,
+            "invalid_features",
+            "age: a value is required",
+        ),
+        ({"entity_id": ""}, 400, "invalid_entity_id", "empty"),
+        ({"callback_url": "not a url"}, 400, "invalid_request", "callback_url"),
+        ({"features": FEATURES | {"plan": "x" * 20_000}}, 413, "payload_too_large", "bytes"),
+    ],
+)
+def test_a_bad_score_request_is_refused_saying_why(
+    api: Api, change: dict[str, Any], status: int, code: str, says: str
+) -> None:
+    body = {"model": "churn", "entity_id": "new-2", "features": FEATURES} | change
+    response = api.post("/v1/score-requests", api.submit_key, json=body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and says in error["message"]
+
+
+def test_score_requests_need_their_scope_and_a_key_has_a_pending_limit(api: Api) -> None:
+    body = {"model": "churn", "entity_id": "new-3", "features": FEATURES}
+    assert api.post("/v1/score-requests", api.reader_key, json=body).status_code == 403
+    assert api.post("/v1/score-requests", None, json=body).status_code == 401
+    try:
+        for _ in range(3):  # the server's limit is 3 pending requests per key
+            assert api.post("/v1/score-requests", api.submit_key, json=body).status_code == 202
+        refused = api.post("/v1/score-requests", api.submit_key, json=body)
+        assert refused.status_code == 429 and "limit is 3" in refused.json()["error"]["message"]
+    finally:
+        fetch_all(api.admin_url, "DELETE FROM precompute.score_requests")
+    assert api.get("/v1/score-requests/not-a-uuid", api.reader_key).status_code == 400
+    unknown = api.get(f"/v1/score-requests/{uuid.uuid4()}", api.reader_key)
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "unknown_request"
 
 
 def test_a_stopped_database_gives_503_and_the_server_recovers_without_a_restart(

@@ -509,6 +509,120 @@ def test_bad_requests_are_refused_with_what_is_wrong(spark: Any, setup: Setup) -
         publish(spark, setup.settings, "bad-1")  # recorded, failed at score
 
 
+def test_a_score_request_goes_from_submission_to_done_through_a_real_run(
+    spark: Any, setup: Setup, tmp_path: Path
+) -> None:
+    import http.server
+    import json as jsonlib
+
+    import httpx
+    from conftest import created_key, run_cli, serve_api
+
+    from jobs import callbacks
+
+    received: list[dict[str, Any]] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(jsonlib.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    env = os.environ | {"DATABASE_URL": setup.admin_url}
+    key = created_key(
+        run_cli(
+            "api-key",
+            "create",
+            "app",
+            "--scope",
+            "score-requests:write",
+            "--scope",
+            "predictions:read",
+            env=env,
+        )
+    )
+    auth = {"Authorization": f"Bearer {key}"}
+    new_customer = customers(1, seed=18, first_id=800_000, label=False)
+    features = {
+        name: new_customer.column(name)[0].as_py()
+        for name in new_customer.column_names
+        if name not in ("customer_id", "updated_at")
+    }
+    batch = customers(50, seed=17, first_id=700_000, label=False)
+    try:
+        with serve_api(env, tmp_path / "api.log") as base:
+            ids = []
+            for entity, target in (
+                ("c800000", f"http://127.0.0.1:{receiver.server_port}/done"),
+                ("c700003", "http://127.0.0.1:9/nobody-listens"),  # also in the batch
+            ):
+                response = httpx.post(
+                    f"{base}/v1/score-requests",
+                    headers=auth,
+                    json={
+                        "model": MODEL,
+                        "entity_id": entity,
+                        "features": features,
+                        "callback_url": target,
+                    },
+                )
+                assert response.status_code == 202, response.text
+                ids.append(response.json()["request_id"])
+            status = httpx.get(f"{base}/v1/score-requests/{ids[0]}", headers=auth).json()
+            assert status["state"] == "pending"
+
+            ingest_batch(spark, setup, "req-b", batch)
+            result = score(
+                spark, setup.settings, ScoreRequest(MODEL, batch_id="req-b", run_id="req-b")
+            )
+            assert result.rows_scored == 51  # 50 batch rows and the new customer
+            assert fetch_all(
+                setup.admin_url,
+                "SELECT rows_accepted, rows_requested, rows_scored FROM precompute.runs "
+                "WHERE run_id = 'req-b'",
+            ) == [(50, 1, 51)]
+            assert (
+                httpx.get(f"{base}/v1/score-requests/{ids[0]}", headers=auth).json()["state"]
+                == "scoring"
+            )
+            publish(spark, setup.settings, "req-b")
+
+            done = httpx.get(f"{base}/v1/score-requests/{ids[0]}", headers=auth).json()
+            want = expected_scores(
+                setup,
+                setup.champion,
+                new_customer.set_column(0, "customer_id", pa.array(["c800000"])),
+            )["c800000"]
+            assert (done["state"], done["version"], done["run_id"]) == ("done", 1, "req-b")
+            assert done["score"] == want
+            served_now = httpx.get(
+                f"{base}/v1/predictions/c800000", headers=auth, params={"model": MODEL}
+            ).json()
+            assert served_now["score"] == want
+            overlap = httpx.get(f"{base}/v1/score-requests/{ids[1]}", headers=auth).json()
+            batch_score = expected_scores(setup, setup.champion, batch)["c700003"]
+            assert (overlap["state"], overlap["score"]) == ("done", batch_score)
+    finally:
+        receiver.shutdown()
+
+    # The callback that could be delivered was, at publish; the other is retried, then given up.
+    assert [(r["request_id"], r["score"]) for r in received] == [(ids[0], want)]
+    state = (
+        "SELECT callback_state, callback_attempts FROM precompute.score_requests "
+        "WHERE request_id = %s"
+    )
+    assert fetch_all(setup.admin_url, state, (ids[1],)) == [("pending", 1)]
+    time.sleep(setup.settings.callback_backoff_seconds + 0.1)
+    twice = setup.settings.model_copy(update={"callback_max_attempts": 2})
+    assert callbacks.deliver_due(twice) == callbacks.Delivery(0, 0, 1)
+    assert fetch_all(setup.admin_url, state, (ids[1],)) == [("failed", 2)]
+
+
 def test_prune_keeps_the_newest_and_every_aliased_version(setup: Setup) -> None:
     # Earlier tests published v1 (champion) and v2 (challenger).
     registry = Registry(setup.settings)

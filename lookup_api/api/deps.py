@@ -60,16 +60,17 @@ def _caller(request: Request, db: Database) -> Caller:
     return caller
 
 
-def require(scope: str) -> Callable[[Request, Database], Caller]:
-    """A dependency that admits callers whose key has `scope`."""
+def require(*scopes: str) -> Callable[[Request, Database], Caller]:
+    """A dependency that admits callers whose key has one of `scopes`."""
 
     def check(request: Request, db: DbDep) -> Caller:
         caller = _caller(request, db)
-        if scope not in caller.scopes:
+        if not set(scopes) & set(caller.scopes):
             raise ApiError(
                 403,
                 "forbidden",
-                f"this API key lacks the scope {scope!r} (it has: {', '.join(caller.scopes)})",
+                f"this API key lacks the scope {' or '.join(repr(s) for s in scopes)} "
+                f"(it has: {', '.join(caller.scopes)})",
             )
         return caller
 
