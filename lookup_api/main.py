@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         functools.partial(load_contract, settings.contracts_dir)
     )
     observability.configure_logging()
-    app.middleware("http")(observability.middleware(app.state.metrics))
+    app.add_middleware(observability.Observe, metrics=app.state.metrics)
     errors.install(app)
     for module in (health, predictions, models, runs, score_requests):
         app.include_router(module.router)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from lookup_api.api.errors import ApiError
 from lookup_api.core import keys
@@ -21,7 +22,7 @@ class Caller:
     scopes: tuple[str, ...]
 
 
-def get_db(request: Request) -> Database:
+async def get_db(request: Request) -> Database:
     database: Database = request.app.state.db
     return database
 
@@ -29,7 +30,7 @@ def get_db(request: Request) -> Database:
 DbDep = Annotated[Database, Depends(get_db)]
 
 
-def _caller(request: Request, db: Database) -> Caller:
+async def _caller(request: Request, db: Database) -> Caller:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -47,7 +48,9 @@ def _caller(request: Request, db: Database) -> Caller:
     if cached is not None and now - cached[0] < ttl:
         caller = cached[1]
     else:
-        rows = db.query("SELECT key_id, name, scopes FROM precompute.api_key_for(%s)", (digest,))
+        rows = await run_in_threadpool(
+            db.query, "SELECT key_id, name, scopes FROM precompute.api_key_for(%s)", (digest,)
+        )
         caller = Caller(rows[0][0], rows[0][1], tuple(rows[0][2])) if rows else None
         if len(cache) > 10_000:
             cache.clear()  # bounded: a flood of made-up keys must not grow it without end
@@ -60,11 +63,11 @@ def _caller(request: Request, db: Database) -> Caller:
     return caller
 
 
-def require(*scopes: str) -> Callable[[Request, Database], Caller]:
+def require(*scopes: str) -> Callable[[Request, Database], Awaitable[Caller]]:
     """A dependency that admits callers whose key has one of `scopes`."""
 
-    def check(request: Request, db: DbDep) -> Caller:
-        caller = _caller(request, db)
+    async def check(request: Request, db: DbDep) -> Caller:
+        caller = await _caller(request, db)
         if not set(scopes) & set(caller.scopes):
             raise ApiError(
                 403,

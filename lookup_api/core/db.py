@@ -9,6 +9,7 @@ retried once on a new connection before the client is told.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -16,7 +17,6 @@ from typing import Any
 import psycopg2
 from psycopg2 import errors
 from psycopg2.extensions import connection as Connection
-from psycopg2.pool import PoolError, ThreadedConnectionPool
 
 RETRY_AFTER_SECONDS = 5
 
@@ -30,17 +30,18 @@ class QueryTimeout(Exception):
 
 
 class Database:
+    """At most `size` connections, made when first needed and kept while they work.
+
+    (psycopg2's own pools close every connection returned beyond `minconn`, and open `minconn`
+    at start, which fails while the database is down: neither fits.)
+    """
+
     def __init__(self, url: str, size: int, statement_timeout_ms: int) -> None:
-        self._pool = ThreadedConnectionPool(
-            0,
-            size,
-            dsn=url,
-            connect_timeout=2,
-            options=f"-c statement_timeout={statement_timeout_ms}",
-            application_name="precompute-lookup-api",
-        )
-        # The pool refuses a request beyond its size; callers wait for a connection instead.
-        self._slots = threading.BoundedSemaphore(size)
+        self._url = url
+        self._options = f"-c statement_timeout={statement_timeout_ms}"
+        self._idle: list[Connection] = []
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(size)  # callers wait for a free connection
 
     def query(self, statement: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
         """Run one statement and return its rows."""
@@ -52,26 +53,49 @@ class Database:
                         cursor.execute(statement, params)
                         rows: list[Any] = cursor.fetchall()
                 except errors.QueryCanceled as exc:
-                    self._pool.putconn(connection)
+                    self._release(connection)
                     raise QueryTimeout(str(exc).strip()) from None
                 except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-                    self._pool.putconn(connection, close=True)
+                    _close(connection)
                     if attempt == 1 and not fresh:
                         continue  # a connection from before a restart: try a new one
                     raise DatabaseDown(str(exc).strip()) from None
-                self._pool.putconn(connection)
+                except BaseException:
+                    self._release(connection)
+                    raise
+                self._release(connection)
                 return rows
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _connection(self) -> tuple[Connection, bool]:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop(), False
         try:
-            connection = self._pool.getconn()
-        except (psycopg2.OperationalError, PoolError) as exc:
+            connection = psycopg2.connect(
+                self._url,
+                connect_timeout=2,
+                options=self._options,
+                application_name="precompute-lookup-api",
+            )
+        except psycopg2.OperationalError as exc:
             raise DatabaseDown(str(exc).strip()) from None
-        fresh = not connection.autocommit
-        if fresh:
-            connection.autocommit = True
-        return connection, fresh
+        connection.autocommit = True
+        return connection, True
+
+    def _release(self, connection: Connection) -> None:
+        if connection.closed:
+            return
+        with self._lock:
+            self._idle.append(connection)
 
     def close(self) -> None:
-        self._pool.closeall()
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            _close(connection)
+
+
+def _close(connection: Connection) -> None:
+    with contextlib.suppress(psycopg2.Error):  # already broken; nothing to give back
+        connection.close()

@@ -6,12 +6,12 @@ import datetime
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from lookup_api import crud
 from lookup_api.api.deps import DbDep, Reader
-from lookup_api.api.errors import ApiError
+from lookup_api.api.errors import ApiError, json_response
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
 MAX_ID_LENGTH = 256
@@ -67,14 +67,14 @@ def get_prediction(
     model: ModelQ,
     alias: AliasQ = "champion",
     version: VersionQ = None,
-) -> dict[str, object]:
+) -> Response:
     """One entity's prediction."""
     check_id(entity_id)
     number, found = crud.lookup(db, model, alias, version, [entity_id])
     _record(request, model, number, hits=len(found), asked=1)
     if not found:
         raise ApiError(404, "not_scored", f"no prediction for {entity_id!r} from {model} v{number}")
-    return found[0]
+    return json_response(found[0])
 
 
 @router.post(":batchGet", response_model=BatchResult)
@@ -86,7 +86,7 @@ def batch_get(
     body: Annotated[BatchGet, Body()],
     alias: AliasQ = "champion",
     version: VersionQ = None,
-) -> dict[str, object]:
+) -> Response:
     """Up to 1,000 entities' predictions in one query, and the ids that have none."""
     if len(body.ids) > BATCH_LIMIT:
         raise ApiError(
@@ -98,12 +98,14 @@ def batch_get(
     number, found = crud.lookup(db, model, alias, version, ids)
     _record(request, model, number, hits=len(found), asked=len(ids))
     present = {p["entity_id"] for p in found}
-    return {
-        "model": model,
-        "version": number,
-        "predictions": found,
-        "missing": [i for i in ids if i not in present],
-    }
+    return json_response(
+        {
+            "model": model,
+            "version": number,
+            "predictions": found,
+            "missing": [i for i in ids if i not in present],
+        }
+    )
 
 
 def _record(request: Request, model: str, version: int, *, hits: int, asked: int) -> None:
