@@ -30,11 +30,21 @@ SELECT c.version, p.entity_id, p.score, p.label, p.scored_at, p.run_id
 """
 
 
+# The same statement with positional parameters, prepared on each API connection.
+LOOKUP_TYPES = "text, text, integer, text[]"
+PREPARED_LOOKUP = (
+    LOOKUP.replace("%(model)s", "$1")
+    .replace("%(alias)s", "$2")
+    .replace("%(version)s", "$3")
+    .replace("%(ids)s", "$4")
+)
+
+
 def lookup(
     db: Database, model: str, alias: str, version: int | None, ids: list[str]
 ) -> tuple[int, list[dict[str, Any]]]:
     """The chosen version's number and the predictions found among `ids`."""
-    rows = db.query(LOOKUP, {"model": model, "alias": alias, "version": version, "ids": ids})
+    rows = db.query("lookup", (model, alias, version, ids), prepared=True)
     if not rows:
         raise _unknown(db, model, alias, version)
     found = [

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from jobs.contracts import load_contract
+from lookup_api import crud
 from lookup_api.api import errors
 from lookup_api.api.routes import health, models, predictions, runs, score_requests
 from lookup_api.core import observability
@@ -27,6 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.api_pool_size,
             settings.api_statement_timeout_ms,
         )
+        app.state.db.prepare("lookup", crud.LOOKUP_TYPES, crud.PREPARED_LOOKUP)
         # Only score requests write, and they are rare: a small pool of their own.
         app.state.writer = Database(
             database.database_url(settings, "writer"), 2, settings.api_statement_timeout_ms
