@@ -27,11 +27,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from psycopg2 import sql
+
+from bench_db import recreate_database
 
 from lookup_api import crud
 from lookup_api.core import keys
-from precompute import database, migrations
+from precompute import database
 from precompute.settings import Settings
 
 DATABASE = "bench_lookup"
@@ -80,18 +81,7 @@ end
 
 
 def fresh_database(base: Settings, rows: int) -> str:
-    if base.embedded_database:
-        database.embedded_server(base).start()
-    admin = database.admin_url(base)
-    conn = database.connect(admin)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        name = sql.Identifier(DATABASE)
-        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(name))
-    conn.close()
-    url = admin.rsplit("/", 1)[0] + "/" + DATABASE
-    migrations.migrate(url, base)
+    url = recreate_database(base, DATABASE)
     with database.transaction(database.with_role(url, "writer", base), hint="") as cur:
         cur.execute(SEED, {"rows": rows})
     return url

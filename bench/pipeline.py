@@ -38,10 +38,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from psycopg2 import sql
 from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_db import recreate_database
 
 from jobs import modeling
 from jobs.bundle.export import export_bundle
@@ -53,7 +54,7 @@ from jobs.registry import Registry
 from jobs.sample_data import customers
 from jobs.score import ScoreRequest, score
 from jobs.spark import spark_session
-from precompute import database, migrations
+from precompute import database
 from precompute.settings import Settings
 
 FILES = 8
@@ -89,18 +90,7 @@ def generate(folder: Path, rows: int) -> None:
 
 
 def fresh_database(base: Settings) -> str:
-    if base.embedded_database:
-        database.embedded_server(base).start()
-    admin = database.admin_url(base)
-    conn = database.connect(admin)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        name = sql.Identifier(DATABASE)
-        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(name))
-    conn.close()
-    url = admin.rsplit("/", 1)[0] + "/" + DATABASE
-    migrations.migrate(url, base)
+    url = recreate_database(base, DATABASE)
     with database.transaction(url, hint="") as cur:
         cur.execute("CREATE SCHEMA bench")
     return url

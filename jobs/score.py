@@ -27,7 +27,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from jobs.lake import Txn, lake
-from jobs.run_records import CountMismatch, RunRecorder
+from jobs.run_records import CountMismatch, RunInfo, RunRecorder
 from precompute import database
 from precompute.errors import PrecomputeError
 from precompute.settings import Settings
@@ -107,7 +107,7 @@ def score(spark: SparkSession, settings: Settings, request: ScoreRequest) -> Sco
         )
     recorder.start_stage("score")
     try:
-        result = _score(spark, settings, request, registry, version, run_id, recorder)
+        result = _score(spark, settings, request, registry, version, run_id, recorder, earlier)
     except Exception as exc:
         recorder.finish_stage("score", "failed", error=str(exc))
         raise
@@ -128,6 +128,7 @@ def _score(
     version: ModelVersion,
     run_id: str,
     recorder: RunRecorder,
+    done: RunInfo | None,
 ) -> ScoreResult:
     from jobs import predictions
     from jobs.bundle.format import read_bundle
@@ -135,7 +136,6 @@ def _score(
 
     engine = lake(spark, settings)
     txn = Txn(f"precompute.score:{run_id}")
-    done = recorder.info()
     if engine.exists(predictions.TABLE) and engine.committed_version(predictions.TABLE, txn.app_id):
         return _already_scored(engine, version, run_id, recorder, done)
     if done is not None and done.model_version_id not in (None, version.version_id):
@@ -255,7 +255,11 @@ def _record_metrics(
 
 
 def _already_scored(
-    engine: LakeEngine, version: ModelVersion, run_id: str, recorder: RunRecorder, done: Any
+    engine: LakeEngine,
+    version: ModelVersion,
+    run_id: str,
+    recorder: RunRecorder,
+    done: RunInfo | None,
 ) -> ScoreResult:
     """A rerun of a scored run: report it, repairing its record if the first run could not."""
     from pyspark.sql import functions as F

@@ -88,18 +88,18 @@ def fetch_all(
 
 def create_database(admin_url: str, name: str) -> str:
     """Create a database on the server; returns its admin URL."""
-    fetch_all_autocommit(admin_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    execute_autocommit(admin_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
 
 def drop_database(admin_url: str, name: str) -> None:
     """Drop it on a new connection: a test may have restarted the server since it was made."""
-    fetch_all_autocommit(
+    execute_autocommit(
         admin_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
     )
 
 
-def fetch_all_autocommit(url: str, statement: Any) -> None:
+def execute_autocommit(url: str, statement: Any) -> None:
     conn = database.connect(url)
     conn.autocommit = True  # CREATE and DROP DATABASE refuse to run in a transaction
     try:

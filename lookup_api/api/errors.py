@@ -33,21 +33,18 @@ def install(app: FastAPI) -> None:
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(body(exc.code, exc.message), exc.status, headers=exc.headers)
 
-    @app.exception_handler(DatabaseDown)
-    async def database_down(request: Request, exc: DatabaseDown) -> JSONResponse:
+    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        code, message = (
+            ("query_timeout", "the lookup took too long and was cancelled; retry shortly")
+            if isinstance(exc, QueryTimeout)
+            else ("database_unavailable", "the database is not answering; retry shortly")
+        )
         return JSONResponse(
-            body("database_unavailable", "the database is not answering; retry shortly"),
-            503,
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            body(code, message), 503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
         )
 
-    @app.exception_handler(QueryTimeout)
-    async def query_timeout(request: Request, exc: QueryTimeout) -> JSONResponse:
-        return JSONResponse(
-            body("query_timeout", "the lookup took too long and was cancelled; retry shortly"),
-            503,
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
+    app.add_exception_handler(DatabaseDown, unavailable)
+    app.add_exception_handler(QueryTimeout, unavailable)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
