@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from psycopg2 import errors
 from pydantic import ValidationError
 
 from precompute import database, migrations
@@ -29,6 +30,15 @@ def run_job(job: Callable[[Settings], int]) -> int:
         return 2
     except PrecomputeError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (errors.UndefinedTable, errors.UndefinedColumn, errors.UndefinedFunction) as exc:
+        # Code newer than the schema it talks to: say how to catch up, not a traceback.
+        problem = str(exc).strip().splitlines()[0]
+        print(
+            f"error: the database schema is older than this code ({problem}): "
+            "run `precompute db migrate`",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -69,3 +69,11 @@ def test_invalid_settings_are_named_by_their_variables() -> None:
         "  PRECOMPUTE_PG_PORT: Input should be a valid integer, unable to parse string as an"
         " integer (got 'abc')",
     ]
+
+
+def test_a_database_behind_the_code_is_told_to_migrate(fresh_database: str) -> None:
+    result = run("api-key", "list", database_url=fresh_database)  # never migrated
+    assert result.returncode == 1
+    assert "schema is older than this code" in result.stderr
+    assert "run `precompute db migrate`" in result.stderr
+    assert "Traceback" not in result.stderr
