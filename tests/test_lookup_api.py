@@ -3,6 +3,7 @@ process) on the real database, with serving rows inserted through the writer rol
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -17,6 +18,7 @@ import httpx
 import pytest
 from conftest import create_database, created_key, drop_database, fetch_all, run_cli, serve_api
 
+from lookup_api.core.db import Database, DatabaseDown, InvalidValue, QueryTimeout
 from precompute import database, migrations
 from precompute.settings import Settings
 
@@ -172,6 +174,10 @@ def test_batch_get_returns_the_found_and_lists_the_missing(api: Api) -> None:
         ("/v1/predictions/c0", {"model": "churn", "version": "x"}, 400, "invalid_request"),
         ("/v1/predictions/a%01b", {"model": "churn"}, 400, "invalid_entity_id"),
         ("/v1/predictions/" + "x" * 257, {"model": "churn"}, 400, "invalid_entity_id"),
+        ("/v1/predictions/c0", {"model": "churn", "version": 2**31}, 400, "invalid_request"),
+        # PostgreSQL refuses a NUL in text: the request is invalid, not the server broken.
+        ("/v1/predictions/c0", {"model": "ch\x00urn"}, 400, "invalid_request"),
+        ("/v1/runs/a%00b", {}, 400, "invalid_request"),
         ("/v1/models/nope", {}, 404, "unknown_model"),
         ("/v1/runs/nope", {}, 404, "unknown_run"),
         ("/v1/nothing-here", {}, 404, "not_found"),
@@ -378,3 +384,28 @@ def test_a_stopped_database_gives_503_and_the_server_recovers_without_a_restart(
         server.start()
     assert api.get("/readyz").status_code == 200
     assert api.get("/v1/predictions/c0", api.reader_key, model="churn").json()["score"] == 0.9
+
+
+def test_the_pool_cancels_slow_statements_and_tells_a_down_server_from_bad_input(
+    api: Api, settings: Settings
+) -> None:
+    """The three ways a query fails, each mapped to its own answer (503, 503, 400) above."""
+
+    async def scenario() -> None:
+        db = Database(database.with_role(api.admin_url, "reader", settings), 1, 100)
+        await db.open()
+        try:
+            with pytest.raises(QueryTimeout, match="statement timeout"):
+                await db.query("SELECT pg_sleep(2)")
+            assert (await db.query("SELECT 1"))[0][0] == 1  # the connection is still good
+            with pytest.raises(InvalidValue):
+                await db.query("SELECT $1::text", "a\x00b")
+        finally:
+            await db.close()
+        nowhere = Database("postgresql://reader:x@127.0.0.1:1/precompute", 1, 100)
+        await nowhere.open()  # an empty pool: the API starts while the database is down
+        with pytest.raises(DatabaseDown):
+            await nowhere.query("SELECT 1")
+        await nowhere.close()
+
+    asyncio.run(scenario())

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
-from starlette.concurrency import run_in_threadpool
 
 from lookup_api.api.errors import ApiError
 from lookup_api.core import keys
@@ -48,9 +47,7 @@ async def _caller(request: Request, db: Database) -> Caller:
     if cached is not None and now - cached[0] < ttl:
         caller = cached[1]
     else:
-        rows = await run_in_threadpool(
-            db.query, "SELECT key_id, name, scopes FROM precompute.api_key_for(%s)", (digest,)
-        )
+        rows = await db.query("SELECT key_id, name, scopes FROM precompute.api_key_for($1)", digest)
         caller = Caller(rows[0][0], rows[0][1], tuple(rows[0][2])) if rows else None
         if len(cache) > 10_000:
             cache.clear()  # bounded: a flood of made-up keys must not grow it without end

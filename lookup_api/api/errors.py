@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import datetime
-import json
-
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from lookup_api.core.db import RETRY_AFTER_SECONDS, DatabaseDown, QueryTimeout
+from lookup_api.core.db import RETRY_AFTER_SECONDS, DatabaseDown, InvalidValue, QueryTimeout
 
 
 class ApiError(Exception):
@@ -46,6 +43,11 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(DatabaseDown, unavailable)
     app.add_exception_handler(QueryTimeout, unavailable)
 
+    @app.exception_handler(InvalidValue)
+    async def invalid_value(request: Request, exc: InvalidValue) -> JSONResponse:
+        message = f"a value in the request is invalid: {exc}"
+        return JSONResponse(body("invalid_request", message), 400)
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []
@@ -60,19 +62,3 @@ def install(app: FastAPI) -> None:
         return JSONResponse(
             body(code, str(exc.detail)), exc.status_code, headers=getattr(exc, "headers", None)
         )
-
-
-def json_response(content: object, status: int = 200) -> Response:
-    """JSON straight from the handler's dicts: the hot routes skip FastAPI's re-validation and
-    encoder (their response models still document them)."""
-    return Response(
-        json.dumps(content, default=_encode, separators=(",", ":")),
-        status,
-        media_type="application/json",
-    )
-
-
-def _encode(value: object) -> str:
-    if isinstance(value, datetime.datetime | datetime.date):
-        return value.isoformat()
-    raise TypeError(f"cannot encode {type(value).__name__}")

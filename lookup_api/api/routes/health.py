@@ -17,9 +17,9 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-def readyz(db: DbDep) -> dict[str, str]:
+async def readyz(db: DbDep) -> dict[str, str]:
     """The database answers (503 with Retry-After when it does not)."""
-    db.query("SELECT 1")
+    await db.query("SELECT 1")
     return {"status": "ready"}
 
 

@@ -13,12 +13,12 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
 @router.get("")
-def list_models(db: DbDep, caller: Reader) -> list[dict[str, Any]]:
+async def list_models(db: DbDep, caller: Reader) -> list[dict[str, Any]]:
     """Every model with its task, version count and aliases."""
-    return crud.models(db)
+    return await crud.models(db)
 
 
 @router.get("/{name}")
-def get_model(name: str, db: DbDep, caller: Reader) -> dict[str, Any]:
+async def get_model(name: str, db: DbDep, caller: Reader) -> dict[str, Any]:
     """One model's versions: kind, metrics, aliases, served predictions."""
-    return crud.model(db, name)
+    return await crud.model(db, name)

@@ -11,7 +11,8 @@ from pydantic import BaseModel, Field
 
 from lookup_api import crud
 from lookup_api.api.deps import DbDep, Reader
-from lookup_api.api.errors import ApiError, json_response
+from lookup_api.api.errors import ApiError
+from lookup_api.api.responses import json_response
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
 MAX_ID_LENGTH = 256
@@ -42,7 +43,9 @@ class BatchResult(BaseModel):
 
 ModelQ = Annotated[str, Query(description="Model name.")]
 AliasQ = Annotated[str, Query(description="Alias of the version to read.")]
-VersionQ = Annotated[int | None, Query(ge=1, description="Version number (instead of an alias).")]
+VersionQ = Annotated[
+    int | None, Query(ge=1, le=2**31 - 1, description="Version number (instead of an alias).")
+]
 
 
 def check_id(entity_id: str) -> None:
@@ -59,7 +62,7 @@ def check_id(entity_id: str) -> None:
 
 
 @router.get("/{entity_id}", response_model=Prediction)
-def get_prediction(
+async def get_prediction(
     entity_id: str,
     request: Request,
     db: DbDep,
@@ -70,7 +73,7 @@ def get_prediction(
 ) -> Response:
     """One entity's prediction."""
     check_id(entity_id)
-    number, found = crud.lookup(db, model, alias, version, [entity_id])
+    number, found = await crud.lookup(db, model, alias, version, [entity_id])
     _record(request, model, number, hits=len(found), asked=1)
     if not found:
         raise ApiError(404, "not_scored", f"no prediction for {entity_id!r} from {model} v{number}")
@@ -78,7 +81,7 @@ def get_prediction(
 
 
 @router.post(":batchGet", response_model=BatchResult)
-def batch_get(
+async def batch_get(
     request: Request,
     db: DbDep,
     caller: Reader,
@@ -95,7 +98,7 @@ def batch_get(
     for entity_id in body.ids:
         check_id(entity_id)
     ids = list(dict.fromkeys(body.ids))
-    number, found = crud.lookup(db, model, alias, version, ids)
+    number, found = await crud.lookup(db, model, alias, version, ids)
     _record(request, model, number, hits=len(found), asked=len(ids))
     present = {p["entity_id"] for p in found}
     return json_response(

@@ -13,6 +13,6 @@ router = APIRouter(prefix="/v1/runs", tags=["runs"])
 
 
 @router.get("/{run_id}")
-def get_run(run_id: str, db: DbDep, caller: Reader) -> dict[str, Any]:
+async def get_run(run_id: str, db: DbDep, caller: Reader) -> dict[str, Any]:
     """One run with its stages."""
-    return crud.run(db, run_id)
+    return await crud.run(db, run_id)

@@ -57,11 +57,11 @@ async def limited_body(request: Request) -> None:
 
 
 @router.post("", status_code=202, response_model=Accepted, dependencies=[Depends(limited_body)])
-def submit(body: ScoreRequestIn, request: Request, caller: Submitter) -> dict[str, object]:
+async def submit(body: ScoreRequestIn, request: Request, caller: Submitter) -> dict[str, object]:
     """Queue an entity for the next scoring run of the model's champion."""
     check_id(body.entity_id)
     request.state.log |= {"model": body.model}
-    request_id = crud.submit_request(
+    request_id = await crud.submit_request(
         request.app.state.writer,
         request.app.state.contracts,
         caller.key_id,
@@ -75,6 +75,6 @@ def submit(body: ScoreRequestIn, request: Request, caller: Submitter) -> dict[st
 
 
 @router.get("/{request_id}", response_model=ScoreRequestOut)
-def status(request_id: uuid.UUID, db: DbDep, caller: Anyone) -> dict[str, object]:
+async def status(request_id: uuid.UUID, db: DbDep, caller: Anyone) -> dict[str, object]:
     """A request's state: pending, scoring, done (with the prediction) or failed (with why)."""
-    return crud.score_request(db, request_id)
+    return await crud.score_request(db, request_id)
