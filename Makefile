@@ -44,7 +44,7 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy precompute jobs lookup_api tests
+	$(BIN)/mypy precompute jobs lookup_api tests dags
 
 test: lint db
 	$(BIN)/pytest

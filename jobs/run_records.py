@@ -114,6 +114,25 @@ class RunRecorder:
                 (f"{stage}: {error}", self.run_id),
             )
 
+    def record_check(self, *, passed: bool, error: str | None = None) -> None:
+        """The after-publish check's outcome; a failed check fails the run, saying why."""
+        state = "succeeded" if passed else "failed"
+        self._execute(
+            """
+            INSERT INTO precompute.run_stages (run_id, stage, state, error, finished_at)
+            VALUES (%s, 'check', %s, %s, now())
+            ON CONFLICT (run_id, stage) DO UPDATE
+               SET state = excluded.state, error = excluded.error, started_at = now(),
+                   finished_at = now(), attempt = run_stages.attempt + 1
+            """,
+            (self.run_id, state, error),
+        )
+        if not passed:
+            self._execute(
+                "UPDATE precompute.runs SET state = 'failed', error = %s WHERE run_id = %s",
+                (f"check: {error}", self.run_id),
+            )
+
     def record_ingest(self, counts: IngestCounts) -> None:
         """The run's ingest counts; the table refuses counts that do not add up."""
         self._execute(

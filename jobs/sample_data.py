@@ -55,3 +55,10 @@ def customers(rows: int, *, seed: int = 0, first_id: int = 0, label: bool = True
         churned = rng.random(rows) < 1.0 / (1.0 + np.exp(-logit))
         columns["churned"] = pa.array(churned)
     return pa.table(columns)
+
+
+def with_bad_rows(table: pa.Table, bad: int) -> pa.Table:
+    """The first `bad` rows get an age outside the contract's range: ingest quarantines them."""
+    age = table.column("age").to_numpy().copy()
+    age[:bad] = 150.0
+    return table.set_column(table.schema.get_field_index("age"), "age", pa.array(age))

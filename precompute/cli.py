@@ -116,6 +116,10 @@ def _parser() -> argparse.ArgumentParser:
     prune.add_argument("--keep", type=int, help="versions to keep per model (default: the setting)")
     prune.set_defaults(handler=_serving_prune)
 
+    commands.add_parser(
+        "maintenance", help="compact and vacuum the Delta tables; drop old run records"
+    ).set_defaults(handler=_maintenance)
+
     api = commands.add_parser("api", help="serve the lookup API (uvicorn)")
     api.add_argument("--host", help="default: PRECOMPUTE_API_HOST")
     api.add_argument("--port", type=int, help="default: PRECOMPUTE_API_PORT")
@@ -270,6 +274,12 @@ def _serving_prune(args: argparse.Namespace, settings: Settings) -> int:
     if not removed:
         print(f"nothing to remove: no model serves more than {keep} versions")
     return 0
+
+
+def _maintenance(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs import maintenance
+
+    return maintenance.run(args, settings)
 
 
 def _api(args: argparse.Namespace, settings: Settings) -> int:

@@ -88,6 +88,17 @@ class Settings(BaseSettings):
         description="An ingest fails (after writing the quarantine) when more than this share "
         "of a batch's rows is rejected.",
     )
+    score_schedule: str | None = Field(
+        "*/10 * * * *",
+        description="When the scoring DAG looks for new batch folders under the landing root "
+        "(cron); empty: only runs triggered by hand or through the REST API.",
+    )
+    max_psi: float = Field(
+        0.25,
+        ge=0,
+        description="The scoring DAG's check fails a run whose score drift (PSI against the "
+        "model's training reference) is above this.",
+    )
     publish_streams: int | None = Field(
         None,
         ge=1,
@@ -100,6 +111,18 @@ class Settings(BaseSettings):
         ge=1,
         description="Model versions of each model kept in the serving tables; older ones are "
         "removed by `precompute serving prune` (versions an alias points at are always kept).",
+    )
+    lake_retention_hours: int = Field(
+        168,
+        ge=0,
+        description="Maintenance vacuums Delta files no table version newer than this reads "
+        "(it also bounds time travel).",
+    )
+    run_records_kept_days: int = Field(
+        90,
+        ge=1,
+        description="Maintenance deletes run records finished longer ago than this, unless "
+        "their model version is still served.",
     )
     api_host: str = Field("127.0.0.1", description="Address the lookup API listens on.")
     api_port: int = Field(8000, ge=1, le=65535, description="Port the lookup API listens on.")

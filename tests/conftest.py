@@ -21,6 +21,12 @@ from sqlalchemy.engine import make_url
 from precompute import database
 from precompute.settings import Settings, get_settings
 
+# Airflow reads its home when first imported: give the test session its own, before any test
+# imports it (its SQLite metadata database is made by the DAG tests' fixture).
+os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="precompute-airflow-")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).resolve().parents[1] / "dags")
+
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Run the real `precompute` command line in a child process with this environment."""

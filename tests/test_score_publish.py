@@ -30,7 +30,7 @@ from jobs.lake import lake
 from jobs.publish import PublishInputError, publish
 from jobs.registry import ModelVersion, Registry
 from jobs.run_records import CountMismatch
-from jobs.sample_data import customers
+from jobs.sample_data import customers, with_bad_rows
 from jobs.score import ScoreInputError, ScoreRequest, score
 from jobs.train import TrainRequest, train
 from precompute import database
@@ -124,13 +124,6 @@ def expected_scores(setup: Setup, version: ModelVersion, table: pa.Table) -> dic
     return dict(
         zip(out.column("entity_id").to_pylist(), out.column("score").to_pylist(), strict=True)
     )
-
-
-def with_bad_rows(table: pa.Table, bad: int) -> pa.Table:
-    """The first `bad` rows get an age outside the contract's range."""
-    age = table.column("age").to_numpy().copy()
-    age[:bad] = 150.0
-    return table.set_column(table.schema.get_field_index("age"), "age", pa.array(age))
 
 
 def test_an_incremental_run_scores_keeps_history_and_publishes_what_it_scored(

@@ -1,0 +1,86 @@
+"""
+### Rescore: score every current entity with a chosen version, then optionally promote it
+
+Shadow scoring: the version scores the newest row of every entity ingested so far, and its
+predictions are published to the version's own serving partition. The champion keeps answering
+lookups meanwhile; the new version's answers can be compared side by side through the lookup API
+(`?version=N`) or in SQL (`precompute.predictions` by `model_version_id`).
+
+1. **plan**: resolves the version and names the run `rescore-MODEL-vN-TIME`.
+2. **score** (`jobs/score.py --mode full`) and **publish** (`jobs/publish.py`), as in
+   `score_batch`; a full rescore swaps the version's partition in one transaction.
+3. **check**: counts add up and the drift (PSI against the version's training reference) is
+   within `PRECOMPUTE_MAX_PSI`.
+4. **promote**: when the `promote` Param is on, the version becomes the champion: lookups switch
+   to it with the next request. `precompute model rollback` undoes it.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from airflow.sdk import DAG, Param, task
+from airflow.sdk.exceptions import AirflowSkipException
+
+from jobs import orchestration
+from precompute.settings import Settings
+
+with DAG(
+    dag_id="rescore",
+    description="Full rescore of every current entity with a chosen version; optional promotion.",
+    doc_md=__doc__,
+    schedule=None,
+    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
+    catchup=False,
+    max_active_runs=1,  # a full rescore is the heaviest job there is
+    default_args={"retries": 1, "retry_delay": datetime.timedelta(minutes=1)},
+    tags=["precompute", "scoring"],
+    render_template_as_native_obj=True,
+    params={
+        "model": Param("churn", type="string", minLength=1, description="Registered model."),
+        "version": Param(
+            1, type="integer", minimum=1, description="The version that rescores every entity."
+        ),
+        "device": Param("auto", enum=["auto", "cpu", "gpu"], description="Where the model scores."),
+        "promote": Param(
+            False,
+            type="boolean",
+            description="Make the version the champion once its predictions are published.",
+        ),
+    },
+) as dag:
+
+    @task
+    def plan(params: dict | None = None) -> dict:  # type: ignore[type-arg]
+        """Resolve the version; name the run."""
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+        chosen = orchestration.plan_score(Settings(), (params or {}) | {"mode": "full"}, stamp)
+        assert chosen is not None  # a full rescore always has rows to plan
+        print(f"run {chosen.run_id}: every current entity with {chosen.model} v{chosen.version}")
+        return {
+            "run_id": chosen.run_id,
+            "score": chosen.score_args(),
+            "publish": chosen.publish_args(),
+            "max_rejected_share": chosen.max_rejected_share,
+        }
+
+    @task
+    def check(chosen: dict) -> str:  # type: ignore[type-arg]
+        """Counts must add up; drift must be within its limit."""
+        settings = Settings()
+        return orchestration.check_run(
+            settings, chosen["run_id"], chosen["max_rejected_share"], settings.max_psi
+        )
+
+    @task
+    def promote(params: dict | None = None) -> str:  # type: ignore[type-arg]
+        """Champion -> the rescored version, when the Param asks."""
+        p = params or {}
+        if not p.get("promote"):
+            raise AirflowSkipException("the promote Param is off: the champion is unchanged")
+        return orchestration.promote_version(Settings(), p["model"], int(p["version"]))
+
+    planned = plan()
+    score = orchestration.spark_job("score", "plan.score")
+    publish = orchestration.spark_job("publish", "plan.publish")
+    planned >> score >> publish >> check(planned) >> promote()  # type: ignore[arg-type]

@@ -1,0 +1,98 @@
+"""
+### Train a model: train, evaluate, register as challenger, promote if asked and better
+
+1. **arguments**: the training job's command line, from the Params.
+2. **train** (`jobs/train.py`, spark-submit): fits the pipeline (preprocessing and model in one
+   object, so scoring applies exactly the training preprocessing), checks that the MLeap bundle
+   reproduces scikit-learn's scores, and registers it as a new version with the `challenger`
+   alias.
+3. **evaluate**: compares the challenger's validation metric (AUC for classifiers, RMSE for
+   regressors) with the champion's.
+4. **promote**: moves the `champion` alias to the challenger only when the `promote` Param is on
+   and the challenger is better; otherwise it is skipped, saying why. Scoring runs read the
+   champion from then on; `precompute model rollback` undoes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+
+from airflow.sdk import DAG, Param, task
+from airflow.sdk.exceptions import AirflowSkipException
+
+from jobs import orchestration
+from jobs.modeling import MODEL_KINDS
+from precompute.settings import Settings
+
+with DAG(
+    dag_id="train_model",
+    description="Train and register a model version; promote it when asked and better.",
+    doc_md=__doc__,
+    schedule=None,
+    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
+    catchup=False,
+    max_active_runs=1,  # evaluate reads the challenger alias this run's training set
+    default_args={"retries": 1, "retry_delay": datetime.timedelta(minutes=1)},
+    tags=["precompute", "training"],
+    render_template_as_native_obj=True,
+    params={
+        "model": Param("churn", type="string", minLength=1, description="Model name."),
+        "dataset": Param(
+            "customers", type="string", minLength=1, description="Dataset contract name."
+        ),
+        "kind": Param("logistic_regression", enum=list(MODEL_KINDS), description="Estimator."),
+        "table": Param(
+            "training/customers",
+            type="string",
+            description="Labelled Delta table in the lake (used when input_path is empty).",
+        ),
+        "input_path": Param(
+            "", type="string", description="Labelled batch files instead of a lake table."
+        ),
+        "estimator_params": Param(
+            {},
+            type="object",
+            description='Estimator parameters, e.g. {"n_estimators": 200}.',
+        ),
+        "promote": Param(
+            False,
+            type="boolean",
+            description="Make the new version the champion if its metric beats the champion's.",
+        ),
+    },
+) as dag:
+
+    @task
+    def arguments(params: dict | None = None) -> list[str]:  # type: ignore[type-arg]
+        """The training job's arguments."""
+        p = params or {}
+        source = ["--input", p["input_path"]] if p.get("input_path") else ["--table", p["table"]]
+        args = ["--model", p["model"], "--dataset", p["dataset"], "--kind", p["kind"], *source]
+        for name, value in (p.get("estimator_params") or {}).items():
+            args += ["--param", f"{name}={value}"]
+        return args
+
+    train = orchestration.spark_job("train", "arguments")
+
+    @task
+    def evaluate(params: dict | None = None) -> dict:  # type: ignore[type-arg]
+        """The challenger's metric against the champion's."""
+        comparison = orchestration.compare_challenger(Settings(), (params or {})["model"])
+        print(comparison.summary())
+        return dataclasses.asdict(comparison)
+
+    @task
+    def promote(compared: dict, params: dict | None = None) -> str:  # type: ignore[type-arg]
+        """Champion -> challenger, when the Param asks and the metric is better."""
+        comparison = orchestration.Comparison(**compared)
+        if not (params or {}).get("promote"):
+            raise AirflowSkipException(
+                f"not promoted (the promote Param is off): {comparison.summary()}"
+            )
+        if not comparison.beats_champion:
+            raise AirflowSkipException(f"not promoted: {comparison.summary()}")
+        return orchestration.promote_challenger(Settings(), comparison)
+
+    arguments() >> train
+    promote(train >> evaluate())

@@ -1,0 +1,120 @@
+"""Housekeeping: compact and vacuum the Delta tables, drop old run records.
+
+Run with `precompute maintenance` or `spark-submit jobs/maintenance.py`; the maintenance DAG runs
+it daily, with `precompute serving prune` for the serving tables.
+
+- **Delta**: every table the platform writes (the predictions history, each dataset's incoming
+  and training tables, the quarantine) is compacted (small files from many batches merged) and
+  vacuumed: files no version newer than `PRECOMPUTE_LAKE_RETENTION_HOURS` reads are deleted,
+  which also bounds how far back time travel reaches.
+- **Run records** finished more than `PRECOMPUTE_RUN_RECORDS_KEPT_DAYS` ago are deleted with
+  their stages and metrics, unless their model version is still served (their predictions may be
+  live) or a score request points at them. Their Delta predictions stay in the history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from precompute import database
+from precompute.settings import Settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+@dataclass(frozen=True)
+class Compacted:
+    table: str
+    files_added: int
+    files_removed: int
+    files_vacuumed: int
+
+
+def lake_tables(settings: Settings) -> list[str]:
+    """The tables the platform writes: predictions, quarantine, and per dataset with a
+    contract, its incoming and training tables."""
+    from jobs import predictions
+    from jobs.validation import QUARANTINE_TABLE, incoming_table
+
+    datasets = sorted(p.name for p in settings.contracts_dir.iterdir() if p.is_dir())
+    tables = [predictions.TABLE, QUARANTINE_TABLE]
+    for dataset in datasets:
+        tables += [incoming_table(dataset), f"training/{dataset}"]
+    return tables
+
+
+def compact_and_vacuum(spark: SparkSession, settings: Settings) -> list[Compacted]:
+    from jobs.lake import lake
+
+    engine = lake(spark, settings)
+    done = []
+    for table in lake_tables(settings):
+        if not engine.exists(table):
+            continue
+        metrics = engine.optimize(table)
+        vacuumed = engine.vacuum(table, settings.lake_retention_hours)
+        done.append(
+            Compacted(
+                table,
+                int(metrics.get("numFilesAdded", 0)),
+                int(metrics.get("numFilesRemoved", 0)),
+                len(vacuumed),
+            )
+        )
+    return done
+
+
+def remove_old_runs(settings: Settings) -> int:
+    """Delete run records past retention that nothing still depends on; how many."""
+    url = database.database_url(settings, "writer")
+    with database.transaction(url, hint=database.unreachable_hint(settings)) as cursor:
+        cursor.execute(
+            """
+            WITH old AS (
+                SELECT r.run_id FROM precompute.runs r
+                 WHERE r.finished_at < now() - make_interval(days => %s)
+                   AND (r.model_version_id IS NULL OR r.model_version_id NOT IN
+                        (SELECT model_version_id FROM precompute.serving_versions))
+                   AND NOT EXISTS (SELECT 1 FROM precompute.score_requests q
+                                    WHERE q.run_id = r.run_id)
+            ), unpublished AS (
+                DELETE FROM precompute.published_runs p USING old WHERE p.run_id = old.run_id
+            )
+            DELETE FROM precompute.runs r USING old WHERE r.run_id = old.run_id
+            """,
+            (settings.run_records_kept_days,),
+        )
+        return int(cursor.rowcount)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """No arguments: the retention comes from the settings."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """spark-submit entry point: same as `precompute maintenance`."""
+    from precompute.cli import job_main
+
+    return job_main("maintenance", __doc__, add_arguments, run, argv)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs.spark import spark_session
+
+    spark = spark_session(settings, "precompute-maintenance")
+    for c in compact_and_vacuum(spark, settings):
+        print(
+            f"{c.table}: compacted {c.files_removed} files into {c.files_added}, "
+            f"vacuumed {c.files_vacuumed}"
+        )
+    print(f"run records: removed {remove_old_runs(settings)} past retention")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

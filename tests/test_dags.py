@@ -1,0 +1,250 @@
+"""The Airflow DAGs: every file imports and is documented, and `dag.test()` runs the real jobs
+(spark-submit on local Spark, Delta on disk, the real PostgreSQL) end to end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+from conftest import create_database, created_key, drop_database, fetch_all, run_cli, serve_api
+
+from jobs import orchestration
+from jobs.sample_data import customers, with_bad_rows
+from precompute import database, migrations
+from precompute.settings import Settings
+
+DAGS = Path(__file__).resolve().parents[1] / "dags"
+
+
+@dataclass(frozen=True)
+class Env:
+    settings: Settings
+    admin_url: str
+    root: Path
+
+
+def dagbag() -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS))
+
+
+@pytest.fixture(scope="module")
+def env(
+    admin_url: str, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Env]:
+    """A migrated database, a lake, landing and models root, and Airflow's metadata database;
+    the process environment points the jobs (spark-submit children) and tasks at them."""
+    root = tmp_path_factory.mktemp("dags")
+    name = f"test_dags_{uuid.uuid4().hex[:8]}"
+    url = create_database(admin_url, name)
+    migrations.migrate(url, settings)
+    variables = {
+        "DATABASE_URL": url,
+        "PRECOMPUTE_LAKE_URI": str(root / "lake"),
+        "PRECOMPUTE_LANDING_ROOT": str(root / "landing"),
+        "PRECOMPUTE_MODELS_ROOT": str(root / "models"),
+        "PRECOMPUTE_SCORE_SCHEDULE": "",
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in variables.items():
+            patch.setenv(key, value)
+        job_settings = Settings()
+        for key, value in orchestration.airflow_environment(job_settings).items():
+            if key != "AIRFLOW_HOME":  # conftest chose it before Airflow was imported
+                patch.setenv(key, value)
+        subprocess.run(
+            [sys.executable, "-m", "airflow", "db", "migrate"],
+            check=True,
+            capture_output=True,
+            env=os.environ.copy(),
+        )
+        try:
+            yield Env(job_settings, url, root)
+        finally:
+            drop_database(admin_url, name)
+
+
+def run_dag(dag_id: str, conf: dict[str, Any]) -> Any:
+    """`dag.test()` with the conf; retries off, so a failure shows at once."""
+    dag = dagbag().dags[dag_id]
+    for t in dag.tasks:
+        t.retries = 0
+    return dag.test(run_conf=conf)
+
+
+def states(run: Any) -> dict[str, str]:
+    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+
+
+def test_every_dag_imports_with_tags_retries_and_documented_params(env: Env) -> None:
+    bag = dagbag()
+    assert bag.import_errors == {}
+    assert set(bag.dags) == {"score_batch", "train_model", "rescore", "maintenance"}
+    for dag in bag.dags.values():
+        assert dag.tags and dag.doc_md and dag.max_active_runs == 1, dag.dag_id
+        assert all(t.retries >= 1 for t in dag.tasks), dag.dag_id
+        for name, param in dag.params.items():
+            assert param.description, f"{dag.dag_id}: Param {name} has no description"
+            assert param.schema.get("type") or param.schema.get("enum"), (dag.dag_id, name)
+
+
+def test_a_bad_param_is_rejected(env: Env) -> None:
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError, match="mode"):
+        run_dag("score_batch", {"mode": "sideways"})
+    with pytest.raises(ParamValidationError, match="max_rejected_share"):
+        run_dag("score_batch", {"max_rejected_share": 2})
+
+
+def test_train_model_registers_a_challenger_and_promotes_only_when_asked(env: Env) -> None:
+    training = env.root / "training"
+    training.mkdir()
+    pq.write_table(customers(2000, seed=1), training / "part-0.parquet")
+    conf = {"input_path": str(training), "kind": "logistic_regression"}
+    first = run_dag("train_model", conf)
+    assert states(first) == {
+        "arguments": "success",
+        "train": "success",
+        "evaluate": "success",
+        "promote": "skipped",  # the promote Param is off
+    }
+    assert aliases(env) == {"challenger": 1}
+    promoted = run_dag("train_model", conf | {"promote": True})
+    assert states(promoted)["promote"] == "success"
+    assert aliases(env) == {"challenger": 2, "champion": 2}
+
+
+def aliases(env: Env) -> dict[str, int]:
+    rows = fetch_all(
+        env.admin_url,
+        "SELECT a.alias, v.version FROM precompute.model_aliases a "
+        "JOIN precompute.model_versions v USING (version_id)",
+    )
+    return dict(rows)
+
+
+@pytest.fixture(scope="module")
+def champion(env: Env) -> int:
+    """A champion version for the scoring tests, trained through the DAG if none is there."""
+    if "champion" not in aliases(env):
+        training = env.root / "training-champion"
+        training.mkdir()
+        pq.write_table(customers(2000, seed=1), training / "part-0.parquet")
+        run_dag("train_model", {"input_path": str(training), "promote": True})
+    return aliases(env)["champion"]
+
+
+def test_score_batch_publishes_what_sql_and_the_lookup_api_return(
+    env: Env, champion: int, settings: Settings, tmp_path: Path
+) -> None:
+    batch = Path(env.settings.landing_root) / "b-0001"
+    batch.mkdir(parents=True)
+    pq.write_table(
+        with_bad_rows(customers(500, seed=3, label=False), bad=10), batch / "part-0.parquet"
+    )
+    run = run_dag("score_batch", {"input_path": str(batch)})
+    assert states(run) == {
+        "plan": "success",
+        "route": "success",
+        "ingest": "success",
+        "score": "success",
+        "publish": "success",
+        "check": "success",
+    }
+    run_id = f"score-b-0001-churn-v{champion}"
+    reader = database.with_role(env.admin_url, "reader", settings)
+    [(state, read, quarantined, published)] = fetch_all(
+        reader,
+        "SELECT state, rows_read, rows_quarantined, rows_published FROM analytics.runs "
+        "WHERE run_id = %s",
+        (run_id,),
+    )
+    assert (state, read, quarantined, published) == ("succeeded", 500, 10, 490)
+    [(served,)] = fetch_all(
+        reader,
+        "SELECT count(*) FROM analytics.current_predictions WHERE model = 'churn' AND run_id = %s",
+        (run_id,),
+    )
+    assert served == 490
+    [(check_state,)] = fetch_all(
+        env.admin_url,
+        "SELECT state FROM precompute.run_stages WHERE run_id = %s AND stage = 'check'",
+        (run_id,),
+    )
+    assert check_state == "succeeded"
+    api_env = os.environ | {"PRECOMPUTE_API_KEY_CACHE_SECONDS": "0"}
+    key = created_key(run_cli("api-key", "create", f"dag-{uuid.uuid4().hex[:6]}", env=api_env))
+    with serve_api(api_env, tmp_path / "api.log") as base:
+        answer = httpx.get(
+            f"{base}/v1/predictions/c499",
+            params={"model": "churn"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["run_id"] == run_id and answer.json()["version"] == champion
+    # A scheduled run finds nothing new under the landing root: the run is skipped.
+    again = run_dag("score_batch", {})
+    assert states(again)["plan"] == "skipped"
+
+
+def test_a_failing_stage_fails_the_dag_run_with_its_message_in_the_task_log(
+    env: Env, champion: int, capfd: pytest.CaptureFixture[str]
+) -> None:
+    missing = env.root / "no-such-batch"
+    run = run_dag("score_batch", {"input_path": str(missing), "batch_id": "b-missing"})
+    assert str(run.state) == "failed"
+    assert states(run)["ingest"] == "failed"
+    assert states(run)["publish"] == "upstream_failed"
+    out = capfd.readouterr()
+    assert str(missing) in out.out + out.err
+
+
+def test_rescore_shadow_scores_every_entity_then_promotes_when_asked(
+    env: Env, champion: int
+) -> None:
+    ingested = fetch_all(env.admin_url, "SELECT count(*) FROM precompute.runs WHERE rows_read > 0")
+    assert ingested[0][0] >= 1, "needs the scoring test's batch"
+    shadow = 1 if champion != 1 else 2
+    run = run_dag("rescore", {"version": shadow})
+    assert states(run)["promote"] == "skipped" and states(run)["check"] == "success"
+    [(served,)] = fetch_all(
+        env.admin_url,
+        "SELECT count(*) FROM precompute.predictions p JOIN precompute.model_versions v "
+        "ON v.version_id = p.model_version_id WHERE v.version = %s",
+        (shadow,),
+    )
+    assert served == 490  # every accepted entity of the scored batch
+    assert aliases(env)["champion"] == champion  # shadow scoring changes nothing served
+    promoted = run_dag("rescore", {"version": shadow, "promote": True})
+    assert states(promoted)["promote"] == "success"
+    assert aliases(env)["champion"] == shadow
+
+
+def test_maintenance_compacts_the_lake_and_drops_only_unneeded_old_runs(env: Env) -> None:
+    fetch_all(
+        env.admin_url,
+        "INSERT INTO precompute.runs (run_id, mode, state, finished_at) VALUES "
+        "('ancient-failed', 'full', 'failed', now() - interval '400 days'), "
+        "('recent-failed', 'full', 'failed', now())",
+    )
+    from deltalake import DeltaTable
+
+    history = str(Path(env.settings.lake_uri) / "predictions")
+    files_before = len(DeltaTable(history).file_uris())
+    run = run_dag("maintenance", {})
+    assert states(run) == {"lake": "success", "serving": "success"}
+    assert len(DeltaTable(history).file_uris()) < files_before  # several runs' files, compacted
+    kept = {r[0] for r in fetch_all(env.admin_url, "SELECT run_id FROM precompute.runs")}
+    assert "ancient-failed" not in kept and "recent-failed" in kept
+    assert any(r.startswith("score-b-0001") for r in kept)  # served: kept whatever its age
