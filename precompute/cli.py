@@ -398,30 +398,16 @@ def _settings(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    if settings.embedded_database:
-        print(f"database: {database.embedded_server(settings).start()}")
-    admin = database.admin_url(settings)
-    report = migrations.migrate(admin, settings)
-    print(f"migrations: {len(report.applied)} applied now, {len(report.already_applied)} before")
-    print()
-    print("Database URLs (psql accepts them as they are):")
-    for role in ("admin", "writer", "reader"):
-        print(f"  {role:<7} {database.database_url(settings, role)}")
-    print()
-    print("Applied migrations:")
-    for applied in migrations.applied_migrations(admin):
-        print(
-            f"  {applied.version:04d}_{applied.name}.sql  {applied.checksum[:12]}"
-            f"  {applied.applied_at}"
-        )
-    print()
-    print("Analyst views (read-only role): analytics.current_predictions, analytics.runs,")
-    print("  analytics.model_versions, analytics.run_metrics; try:")
-    print(f'  psql "{database.database_url(settings, "reader")}" -c "\\dv+ analytics.*"')
-    return 0
+    from precompute import demo
+
+    return demo.run(settings)
 
 
 def _down(args: argparse.Namespace, settings: Settings) -> int:
+    from precompute.processes import service
+
+    for name in ("lookup-api", "airflow"):
+        print(f"{name}: {service(settings, name).stop()}")
     if settings.embedded_database:
         print(f"database: {database.embedded_server(settings).stop()}")
     return 0

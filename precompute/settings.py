@@ -153,6 +153,9 @@ class Settings(BaseSettings):
     callback_backoff_seconds: float = Field(
         2.0, ge=0, description="Delay before a callback's second try; it doubles after each."
     )
+    airflow_port: int = Field(
+        8080, ge=1, le=65535, description="Port of the demo's Airflow UI and REST API."
+    )
     airflow_home: Path = Field(
         default_factory=lambda data: data["var_dir"] / "airflow",
         description="AIRFLOW_HOME for the embedded Airflow.",

@@ -1,0 +1,245 @@
+"""`precompute demo` (`make demo`): the main job end to end on the embedded defaults.
+
+Database and migrations; a sample data set (a labelled training table in the lake, and an
+incoming batch of 1M customers with a few percent bad rows in the landing folder); Airflow
+standalone; a model trained and a batch scored by triggering the DAGs through Airflow's REST API,
+as the UI's Trigger button does; then the lookup API, sample lookups and an analyst's SQL query.
+Run again, it reuses everything that is already there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from precompute import database, migrations
+from precompute.airflow_rest import Airflow
+from precompute.errors import PrecomputeError
+from precompute.processes import Service, service
+from precompute.settings import Settings
+
+MODEL = "churn"
+DATASET = "customers"
+BATCH = "demo-0001"
+BATCH_ROWS = 1_000_000
+BATCH_FILES = 4
+BAD_SHARE = 0.03
+TRAINING_ROWS = 50_000
+TRAINING_TABLE = f"training/{DATASET}"
+
+
+def run(settings: Settings) -> int:
+    started = time.monotonic()
+
+    def step(text: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] {text}", flush=True)
+
+    step(f"database: {_database(settings)}")
+    step(_sample_data(settings))
+    airflow = _airflow(settings, step)
+    if _champion(settings) is None:
+        step("training the model: train_model DAG, triggered through the REST API")
+        _run_dag(airflow, "train_model", {"table": TRAINING_TABLE, "promote": True}, step)
+    else:
+        step(f"model: {MODEL} has a champion (v{_champion(settings)}); not retrained")
+    champion = _champion(settings)
+    run_id = f"score-{BATCH}-{MODEL}-v{champion}"
+    if _run_state(settings, run_id) != "succeeded":
+        step(f"scoring batch {BATCH}: score_batch DAG, triggered through the REST API")
+        batch = str(Path(settings.landing_root) / BATCH)
+        _run_dag(airflow, "score_batch", {"input_path": batch, "batch_id": BATCH}, step)
+    else:
+        step(f"batch {BATCH}: already scored and published (run {run_id})")
+    api, key = _lookup_api(settings)
+    step(f"lookup API: {api}")
+    _show(settings, api, key, run_id, time.monotonic() - started)
+    return 0
+
+
+def _database(settings: Settings) -> str:
+    state = "external (DATABASE_URL)"
+    if settings.embedded_database:
+        state = str(database.embedded_server(settings).start())
+    report = migrations.migrate(database.admin_url(settings), settings)
+    return f"{state}; migrations: {len(report.applied)} applied now"
+
+
+def _sample_data(settings: Settings) -> str:
+    """The training table and the incoming batch, unless they exist."""
+    import pyarrow.parquet as pq
+    from deltalake import DeltaTable, write_deltalake
+
+    from jobs.sample_data import customers, with_bad_rows
+
+    made = []
+    training = f"{settings.lake_uri.rstrip('/')}/{TRAINING_TABLE}"
+    if not DeltaTable.is_deltatable(training):
+        write_deltalake(training, customers(TRAINING_ROWS, seed=1), mode="overwrite")
+        made.append(f"training table {TRAINING_TABLE} ({TRAINING_ROWS:,} labelled rows)")
+    folder = Path(settings.landing_root) / BATCH
+    if not folder.is_dir():
+        part = BATCH_ROWS // BATCH_FILES
+        tmp = folder.with_name(f".{BATCH}.partial")  # scheduled runs ignore dot-folders
+        tmp.mkdir(parents=True, exist_ok=True)
+        for i in range(BATCH_FILES):
+            rows = customers(part, seed=100 + i, first_id=i * part, label=False)
+            pq.write_table(with_bad_rows(rows, int(part * BAD_SHARE)), tmp / f"part-{i}.parquet")
+        tmp.rename(folder)  # the batch appears whole
+        made.append(f"incoming batch {folder} ({BATCH_ROWS:,} rows, {BAD_SHARE:.0%} bad)")
+    return "sample data: " + ("; ".join(made) if made else "already there")
+
+
+def _airflow(settings: Settings, report: Callable[[str], None]) -> Airflow:
+    from jobs.orchestration import airflow_environment
+
+    airflow = service(settings, "airflow")
+    base = f"http://127.0.0.1:{settings.airflow_port}"
+    if airflow.pid() is None or not _healthy(base + "/api/v2/monitor/health"):
+        airflow.stop()
+        env = os.environ | airflow_environment(settings)
+        env |= {"AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(settings.airflow_port)}
+        airflow.start([str(Path(sys.executable).parent / "airflow"), "standalone"], env)
+        report(f"airflow: starting standalone (log {airflow.log})")
+        _wait_healthy(base + "/api/v2/monitor/health", airflow, 180)
+    report(f"airflow: up at {base}")
+    client = Airflow(base, "admin", _airflow_password(settings))
+    for dag_id in ("train_model", "score_batch"):
+        client.wait_for_dag(dag_id)
+        client.unpause(dag_id)
+    return client
+
+
+def _airflow_password(settings: Settings) -> str:
+    generated = settings.airflow_home / "simple_auth_manager_passwords.json.generated"
+    password: str = json.loads(generated.read_text())["admin"]
+    return password
+
+
+def _run_dag(
+    airflow: Airflow, dag_id: str, conf: dict[str, object], report: Callable[[str], None]
+) -> None:
+    run_id = airflow.trigger(dag_id, conf)
+    report(f"{dag_id}: run {run_id}")
+    airflow.wait(dag_id, run_id, lambda text: report(f"  {dag_id} {text}"))
+
+
+def _champion(settings: Settings) -> int | None:
+    rows = _query(
+        settings,
+        "SELECT v.version FROM precompute.model_aliases a JOIN precompute.models m "
+        "USING (model_id) JOIN precompute.model_versions v USING (version_id) "
+        "WHERE m.name = %s AND a.alias = 'champion'",
+        (MODEL,),
+    )
+    return int(str(rows[0][0])) if rows else None
+
+
+def _run_state(settings: Settings, run_id: str) -> str | None:
+    rows = _query(settings, "SELECT state FROM precompute.runs WHERE run_id = %s", (run_id,))
+    return str(rows[0][0]) if rows else None
+
+
+def _query(settings: Settings, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
+    url = database.database_url(settings, "reader")
+    with database.transaction(url, hint=database.unreachable_hint(settings)) as cursor:
+        cursor.execute(sql, params)
+        rows: list[tuple[object, ...]] = cursor.fetchall()
+        return rows
+
+
+def _lookup_api(settings: Settings) -> tuple[str, str]:
+    """The API's address and a key for the demo (made once, kept in var/demo)."""
+    from lookup_api.core import keys
+
+    base = f"http://127.0.0.1:{settings.api_port}"
+    api = service(settings, "lookup-api")
+    if api.pid() is None or not _healthy(base + "/readyz"):
+        api.stop()
+        api.start([sys.executable, "-m", "precompute.cli", "api"], os.environ)
+        _wait_healthy(base + "/readyz", api, 60)
+    key_file = settings.var_dir / "demo" / "api-key"
+    if not key_file.is_file():
+        writer = database.database_url(settings, "writer")
+        key, _ = keys.create(writer, database.unreachable_hint(settings), "demo", (keys.READ,))
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.touch(mode=0o600)
+        key_file.write_text(key)
+    return base, key_file.read_text().strip()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _wait_healthy(url: str, server: Service, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not _healthy(url):
+        if server.pid() is None:
+            raise PrecomputeError(f"{server.name} exited while starting: see {server.log}")
+        if time.monotonic() > deadline:
+            raise PrecomputeError(f"{server.name} did not answer {url} in {timeout:.0f} s")
+        time.sleep(1)
+
+
+def _get(url: str, key: str, body: dict[str, list[str]] | None = None) -> str:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method="POST" if data else "GET")
+    request.add_header("Authorization", f"Bearer {key}")
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return str(response.read().decode())
+    except urllib.error.HTTPError as exc:
+        return f"{exc.code}: {exc.read().decode()}"
+
+
+def _show(settings: Settings, api: str, key: str, run_id: str, seconds: float) -> None:
+    [(state, read, quarantined, published)] = _query(
+        settings,
+        "SELECT state, rows_read, rows_quarantined, rows_published FROM analytics.runs "
+        "WHERE run_id = %s",
+        (run_id,),
+    )
+    key_file = settings.var_dir / "demo" / "api-key"
+    curl = 'curl -H "Authorization: Bearer $KEY"'
+    lookups = [
+        (f"/v1/predictions/c{BATCH_ROWS - 1}?model={MODEL}", None),
+        (f"/v1/predictions/c0?model={MODEL}", None),  # c0 is one of the bad rows: not scored
+        (
+            f"/v1/predictions:batchGet?model={MODEL}",
+            {"ids": [f"c{BATCH_ROWS - 2}", f"c{BATCH_ROWS - 3}", "nobody"]},
+        ),
+    ]
+    print(f"""
+Done in {seconds:.0f} s. Run {run_id}: {state}; {read:,} rows read, {quarantined:,} quarantined,
+{published:,} predictions published.
+
+Lookups (the demo's API key is in {key_file}):
+  KEY=$(cat {key_file})""")
+    for path, body in lookups:
+        post = f" -X POST -d '{json.dumps(body)}'" if body else ""
+        print(f"  {curl}{post} '{api}{path}'")
+        print(f"  -> {_get(api + path, key, body)[:300]}")
+    query = (
+        "SELECT label, count(*), round(avg(score)::numeric, 4) AS mean_score "
+        "FROM analytics.current_predictions WHERE model = 'churn' GROUP BY label"
+    )
+    passwords = settings.airflow_home / "simple_auth_manager_passwords.json.generated"
+    print(f"""
+SQL for analysts (read-only role; the views are described with \\dv+ analytics.*):
+  psql "{database.database_url(settings, "reader")}" -c "{query}"
+
+Airflow UI: http://127.0.0.1:{settings.airflow_port}
+  user admin, password {_airflow_password(settings)} (kept in {passwords})
+Lookup API docs: {api}/docs
+Stop everything: precompute down (or make stop)""")
