@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
 SPARK_CONN_ID = "spark_default"
+# PSI over the 20 score bins, from n rows of an unchanged distribution, is about 19/n from
+# sampling alone (a chi-square over n): below this many rows, drift is noise, not checked.
+MIN_DRIFT_ROWS = 1000
 
 
 class RunCheckFailed(PrecomputeError):
@@ -121,12 +124,13 @@ class ScorePlan:
 
 
 def plan_score(settings: Settings, params: Mapping[str, Any], stamp: str) -> ScorePlan | None:
-    """The run the Params ask for; None when a scheduled run finds no new batch.
+    """The run the Params ask for; None when a scheduled run finds nothing to do.
 
-    `stamp` tells full rescores apart (the DAG run's start time). With no input path, the oldest
-    batch folder under the landing root that no run has ingested yet is taken.
+    `stamp` tells full rescores and requests runs apart (the DAG run's start time). With no input
+    path, the oldest batch folder under the landing root that no run has ingested yet is taken;
+    with none, the champion answers the model's pending score requests, if there are any.
     """
-    from jobs.registry import Registry
+    from jobs.registry import CHAMPION, Registry
 
     registry = Registry(settings)
     model = params["model"]
@@ -149,7 +153,10 @@ def plan_score(settings: Settings, params: Mapping[str, Any], stamp: str) -> Sco
     if input_path is None:
         landed = next_landed_batch(settings)
         if landed is None:
-            return None
+            if CHAMPION not in version.aliases or not pending_requests(settings, model):
+                return None
+            run_id = f"requests-{model}-v{version.version}-{stamp}"
+            return ScorePlan(run_id=run_id, mode="requests", **common)
         batch_id, input_path = landed
     elif batch_id is None:
         batch_id = Path(input_path.rstrip("/")).name
@@ -188,6 +195,17 @@ def next_landed_batch(settings: Settings) -> tuple[str, str] | None:
     return None
 
 
+def pending_requests(settings: Settings, model: str) -> int:
+    """The model's asynchronous score requests waiting for a run."""
+    rows = _query(
+        settings,
+        "SELECT count(*) FROM precompute.score_requests r JOIN precompute.models m "
+        "USING (model_id) WHERE m.name = %s AND r.state = 'pending'",
+        (model,),
+    )
+    return int(rows[0][0])
+
+
 def check_run(settings: Settings, run_id: str, max_rejected_share: float, max_psi: float) -> str:
     """Fail (and mark the run failed) when its counts do not add up or pass the limits."""
     from jobs.run_records import RunRecorder
@@ -216,12 +234,15 @@ def check_run(settings: Settings, run_id: str, max_rejected_share: float, max_ps
         problems.append(f"{published} rows published but {scored} scored")
     if mode == "incremental" and scored != (accepted or 0) + (requested or 0):
         problems.append(f"{scored} rows scored but {accepted} accepted and {requested} requested")
+    if mode == "requests" and scored != requested:
+        problems.append(f"{scored} rows scored but {requested} requests claimed")
     if share is not None and share > max_rejected_share:
         problems.append(
             f"{share:.2%} of the batch was rejected ({quarantined} of {read} rows), over the "
             f"limit of {max_rejected_share:.2%}: see the quarantine table for the reasons"
         )
-    if psi is not None and psi > max_psi:
+    drift_checked = psi is not None and (scored or 0) >= MIN_DRIFT_ROWS
+    if drift_checked and psi > max_psi:
         problems.append(
             f"score drift PSI {psi:.4f} is over the limit {max_psi} (PRECOMPUTE_MAX_PSI): "
             "the scores no longer look like the model's training reference"
@@ -232,7 +253,11 @@ def check_run(settings: Settings, run_id: str, max_rejected_share: float, max_ps
         recorder.record_check(passed=False, error=message)
         raise RunCheckFailed(message)
     recorder.record_check(passed=True)
-    drift = f", PSI {psi:.4f}" if psi is not None else ""
+    drift = (
+        f", PSI {psi:.4f}"
+        if drift_checked
+        else f", drift not checked ({scored} rows; it needs {MIN_DRIFT_ROWS})"
+    )
     return f"run {run_id}: {published} predictions published, counts add up{drift}"
 
 

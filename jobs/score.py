@@ -1,12 +1,14 @@
 """Score rows with a registered model and keep the predictions in the Delta history table.
 
-Run with `precompute score` or `spark-submit jobs/score.py`. Two modes:
+Run with `precompute score` or `spark-submit jobs/score.py`. Three modes:
 
 - incremental (`--batch-id`): the rows one ingested batch appended to the dataset's incoming
   table. Every accepted row of the batch must come out scored: the count is checked against what
   ingest recorded, and a difference fails the run before anything is written.
 - full: every current entity, i.e. the latest row of each entity across all batches (a rescore
   with a new model version, for shadow scoring before a promotion).
+- requests: only the model's pending asynchronous score requests, with the champion (what a
+  scheduled run does when no new batch has landed).
 
 The model is chosen by name and alias (champion by default) or version; its bundle is checked
 against the registered checksum, then scored inside Spark (`mapInArrow`) on the GPU when one is
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
     from jobs.lake import LakeEngine
     from jobs.registry import ModelVersion, Registry
 
-Mode = Literal["incremental", "full"]
+Mode = Literal["incremental", "full", "requests"]
 CHAMPION = "champion"
 Device = Literal["auto", "cpu", "gpu"]
 
@@ -83,7 +85,8 @@ def default_run_id(request: ScoreRequest, version: int) -> str:
     if request.mode == "incremental":
         return f"score-{request.batch_id}-{request.model}-v{version}"
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"rescore-{request.model}-v{version}-{stamp}"
+    kind = "rescore" if request.mode == "full" else "requests"
+    return f"{kind}-{request.model}-v{version}-{stamp}"
 
 
 def score(spark: SparkSession, settings: Settings, request: ScoreRequest) -> ScoreResult:
@@ -91,7 +94,9 @@ def score(spark: SparkSession, settings: Settings, request: ScoreRequest) -> Sco
     from jobs.registry import Registry
 
     if (request.mode == "incremental") != (request.batch_id is not None):
-        raise ScoreInputError("an incremental run needs --batch-id; a full rescore takes none")
+        raise ScoreInputError(
+            "an incremental run needs --batch-id; a full or requests run takes none"
+        )
     registry = Registry(settings)
     if request.version is not None:
         version = registry.resolve(request.model, version=request.version)
@@ -150,13 +155,26 @@ def _score(
     contract = version.input_schema
     features = [f["name"] for f in contract["features"]]
     entity = contract["entity_id"]["name"]
-    rows, expected = _input_rows(engine, request, contract["dataset"], entity, recorder)
-    rows = rows.select(entity, *features)
-    requested = 0
-    if CHAMPION in version.aliases:  # requests are answered by the version lookups read
-        rows, requested = _with_requests(spark, settings, version, run_id, rows, entity, features)
-        if expected is not None:
-            expected += requested
+    if request.mode == "requests":
+        if CHAMPION not in version.aliases:
+            raise ScoreInputError(
+                f"score requests are answered by the champion, and {version.label} is not it"
+            )
+        rows, requested = _with_requests(spark, settings, version, run_id, None, entity, features)
+        if rows is None:
+            raise ScoreInputError(f"no pending score requests for {version.model}: nothing to do")
+        expected: int | None = requested
+    else:
+        rows, expected = _input_rows(engine, request, contract["dataset"], entity, recorder)
+        rows = rows.select(entity, *features)
+        requested = 0
+        if CHAMPION in version.aliases:  # requests are answered by the version lookups read
+            rows, requested = _with_requests(
+                spark, settings, version, run_id, rows, entity, features
+            )
+            if expected is not None:
+                expected += requested
+    assert rows is not None  # given rows come back as rows; only requests alone can be None
 
     device = request.device or settings.scoring_device
     scorer = partial(
@@ -201,11 +219,12 @@ def _with_requests(
     settings: Settings,
     version: ModelVersion,
     run_id: str,
-    rows: DataFrame,
+    rows: DataFrame | None,
     entity: str,
     features: list[str],
-) -> tuple[DataFrame, int]:
-    """The rows plus the model's pending score requests for entities not among them."""
+) -> tuple[DataFrame | None, int]:
+    """The rows plus the model's pending score requests for entities not among them (with no
+    rows: the requests alone, None when there are none)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     from pyspark.sql import functions as F
@@ -224,6 +243,9 @@ def _with_requests(
     )
     if claimed.rows is None:
         return rows, 0
+    if rows is None:
+        table = claimed.rows.select([entity, *features])
+        return spark.createDataFrame(table), table.num_rows
     asked = spark.createDataFrame(claimed.rows.select([entity, *features]))
     # An entity in the batch is scored from the batch; its requests take that prediction.
     overlap = [
@@ -398,9 +420,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--version", type=int, help="version number to use")
     parser.add_argument(
         "--mode",
-        choices=["incremental", "full"],
+        choices=["incremental", "full", "requests"],
         default="incremental",
-        help="incremental: one ingested batch (--batch-id); full: every current entity",
+        help="incremental: one ingested batch (--batch-id); full: every current entity; "
+        "requests: only the pending score requests (with the champion)",
     )
     parser.add_argument("--batch-id", help="the ingested batch to score (incremental)")
     parser.add_argument(

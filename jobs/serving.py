@@ -103,7 +103,7 @@ def prepare(url: str, hint: str, pub: Publication) -> Strategy:
     that only feeds an upsert is unlogged, which halves the cost of writing it.
     """
     with database.transaction(url, hint=hint) as cur:
-        served = _served_rows(cur, pub) if pub.mode == "incremental" else None
+        served = _served_rows(cur, pub) if pub.mode != "full" else None
         strategy: Strategy = (
             "swap"
             if served is None
@@ -179,13 +179,13 @@ def apply(url: str, hint: str, pub: Publication, planned: Strategy) -> Applied:
             raise AlreadyPublished(pub.run_id)
         # Decided again under the lock: another publish may have changed the partition.
         exists = _partition_exists(cur, pub)
-        if pub.mode == "incremental" and exists and planned == "upsert":
+        if pub.mode != "full" and exists and planned == "upsert":
             applied = _upsert(cur, pub)
         else:
             if planned == "upsert":  # the partition went away since prepare: make it one
                 cur.execute(sql.SQL("ALTER TABLE {} SET LOGGED").format(pub.staging))
             kept = 0
-            if pub.mode == "incremental" and exists:
+            if pub.mode != "full" and exists:
                 kept = _add_unreplaced_rows(cur, pub)
             if planned != "swap":  # swap's key was built by `index`, outside this transaction
                 _add_key(cur, pub)
@@ -308,7 +308,7 @@ def _swap(cur: Cursor, pub: Publication, exists: bool, kept: int) -> Applied:
             pub.partition, sql.Literal(pub.model_version_id)
         )
     )
-    strategy: Strategy = "merge" if exists and pub.mode == "incremental" else "swap"
+    strategy: Strategy = "merge" if exists and pub.mode != "full" else "swap"
     return Applied(strategy, rows - kept, rows)
 
 

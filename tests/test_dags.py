@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -248,3 +249,78 @@ def test_maintenance_compacts_the_lake_and_drops_only_unneeded_old_runs(env: Env
     kept = {r[0] for r in fetch_all(env.admin_url, "SELECT run_id FROM precompute.runs")}
     assert "ancient-failed" not in kept and "recent-failed" in kept
     assert any(r.startswith("score-b-0001") for r in kept)  # served: kept whatever its age
+
+
+def test_a_scheduled_run_with_no_new_batch_answers_pending_score_requests(
+    env: Env, champion: int, tmp_path: Path
+) -> None:
+    newcomer = customers(1, seed=21, first_id=900_000, label=False)
+    features = {
+        name: newcomer.column(name)[0].as_py()
+        for name in newcomer.column_names
+        if name not in ("customer_id", "updated_at")
+    }
+    api_env = os.environ | {"PRECOMPUTE_API_KEY_CACHE_SECONDS": "0"}
+    key = created_key(
+        run_cli(
+            "api-key",
+            "create",
+            f"req-{uuid.uuid4().hex[:6]}",
+            "--scope",
+            "score-requests:write",
+            "--scope",
+            "predictions:read",
+            env=api_env,
+        )
+    )
+    auth = {"Authorization": f"Bearer {key}"}
+    with serve_api(api_env, tmp_path / "api.log") as base:
+        submitted = httpx.post(
+            f"{base}/v1/score-requests",
+            headers=auth,
+            json={"model": "churn", "entity_id": "c900000", "features": features},
+        )
+        assert submitted.status_code == 202, submitted.text
+        request_id = submitted.json()["request_id"]
+        run = run_dag("score_batch", {})  # nothing new under the landing root
+        assert states(run) == {
+            "plan": "success",
+            "route": "success",
+            "ingest": "skipped",
+            "score": "success",
+            "publish": "success",
+            "check": "success",
+        }
+        done = httpx.get(f"{base}/v1/score-requests/{request_id}", headers=auth).json()
+        assert done["state"] == "done" and done["run_id"].startswith("requests-churn-")
+        served = httpx.get(f"{base}/v1/predictions/c900000?model=churn", headers=auth).json()
+        assert served["score"] == done["score"] and served["run_id"] == done["run_id"]
+
+
+def test_the_check_fails_runs_over_the_limits_or_whose_counts_do_not_add_up(env: Env) -> None:
+    fetch_all(
+        env.admin_url,
+        """
+        INSERT INTO precompute.runs (run_id, mode, batch_id, state, rows_read, rows_accepted,
+                                     rows_quarantined, rows_scored, rows_published)
+        VALUES ('drifted', 'incremental', 'x1', 'succeeded', 5000, 5000, 0, 5000, 5000),
+               ('rejecting', 'incremental', 'x2', 'succeeded', 100, 80, 20, 80, 80),
+               ('short', 'incremental', 'x3', 'succeeded', 100, 100, 0, 90, 90),
+               ('fine', 'incremental', 'x4', 'succeeded', 5000, 4990, 10, 4990, 4990);
+        INSERT INTO precompute.run_metrics (run_id, name, value)
+        VALUES ('drifted', 'psi', 0.9), ('fine', 'psi', 0.01);
+        """,
+    )
+    cases = {
+        "drifted": "score drift PSI 0.9000 is over the limit 0.25",
+        "rejecting": "20.00% of the batch was rejected (20 of 100 rows)",
+        "short": "90 rows scored but 100 accepted",
+    }
+    for run_id, reason in cases.items():
+        with pytest.raises(orchestration.RunCheckFailed, match=re.escape(reason)):
+            orchestration.check_run(env.settings, run_id, 0.05, 0.25)
+        [(state, error)] = fetch_all(
+            env.admin_url, "SELECT state, error FROM precompute.runs WHERE run_id = %s", (run_id,)
+        )
+        assert state == "failed" and error.startswith("check: ") and reason in error
+    assert "PSI 0.0100" in orchestration.check_run(env.settings, "fine", 0.05, 0.25)
