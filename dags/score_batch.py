@@ -80,7 +80,7 @@ with DAG(
 ) as dag:
 
     @task
-    def plan(params: dict | None = None, run_id: str | None = None) -> dict:  # type: ignore[type-arg]
+    def plan(params: dict | None = None) -> dict:  # type: ignore[type-arg]
         """Resolve the model version and the batch; skip when a scheduled run finds none."""
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
         chosen = orchestration.plan_score(Settings(), params or {}, stamp)

@@ -182,8 +182,9 @@ def next_landed_batch(settings: Settings) -> tuple[str, str] | None:
     )
     if not folders:
         return None
-    rows = _query(
+    rows = database.fetch(
         settings,
+        "writer",
         "SELECT DISTINCT batch_id FROM precompute.runs "
         "WHERE batch_id = ANY(%s) AND rows_read IS NOT NULL",
         ([p.name for p in folders],),
@@ -197,8 +198,9 @@ def next_landed_batch(settings: Settings) -> tuple[str, str] | None:
 
 def pending_requests(settings: Settings, model: str) -> int:
     """The model's asynchronous score requests waiting for a run."""
-    rows = _query(
+    rows = database.fetch(
         settings,
+        "writer",
         "SELECT count(*) FROM precompute.score_requests r JOIN precompute.models m "
         "USING (model_id) WHERE m.name = %s AND r.state = 'pending'",
         (model,),
@@ -210,8 +212,9 @@ def check_run(settings: Settings, run_id: str, max_rejected_share: float, max_ps
     """Fail (and mark the run failed) when its counts do not add up or pass the limits."""
     from jobs.run_records import RunRecorder
 
-    rows = _query(
+    rows = database.fetch(
         settings,
+        "writer",
         """
         SELECT r.mode, r.batch_id, r.state, r.rows_read, r.rows_accepted, r.rows_quarantined,
                r.rows_scored, r.rows_published, r.rows_requested,
@@ -259,14 +262,6 @@ def check_run(settings: Settings, run_id: str, max_rejected_share: float, max_ps
         else f", drift not checked ({scored} rows; it needs {MIN_DRIFT_ROWS})"
     )
     return f"run {run_id}: {published} predictions published, counts add up{drift}"
-
-
-def _query(settings: Settings, sql: str, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
-    url = database.database_url(settings, "writer")
-    with database.transaction(url, hint=database.unreachable_hint(settings)) as cursor:
-        cursor.execute(sql, params)
-        rows: list[tuple[Any, ...]] = cursor.fetchall()
-        return rows
 
 
 @dataclass(frozen=True)

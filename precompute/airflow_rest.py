@@ -21,6 +21,7 @@ class AirflowError(PrecomputeError):
 class Airflow:
     def __init__(self, base: str, username: str, password: str) -> None:
         self.base = base.rstrip("/")
+        self._token: str | None = None
         token = self._call("POST", "/auth/token", {"username": username, "password": password})
         self._token = token["access_token"]
 
@@ -28,7 +29,7 @@ class Airflow:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.base + path, data=data, method=method)
         request.add_header("Content-Type", "application/json")
-        if getattr(self, "_token", None):
+        if self._token is not None:
             request.add_header("Authorization", f"Bearer {self._token}")
         try:
             with urllib.request.urlopen(request, timeout=30) as response:

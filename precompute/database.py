@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg2
@@ -82,6 +82,17 @@ def transaction(url: str, *, hint: str) -> Iterator[Cursor]:
             yield cursor
     finally:
         connection.close()
+
+
+def fetch(
+    settings: Settings, role: Role, sql: str, params: tuple[object, ...] = ()
+) -> list[tuple[Any, ...]]:
+    """The rows of one statement, run as `role` in its own short transaction."""
+    url = database_url(settings, role)
+    with transaction(url, hint=unreachable_hint(settings)) as cursor:
+        cursor.execute(sql, params)
+        rows: list[tuple[Any, ...]] = cursor.fetchall()
+        return rows
 
 
 def redacted(url: str) -> str:

@@ -43,12 +43,13 @@ def run(settings: Settings) -> int:
     step(f"database: {_database(settings)}")
     step(_sample_data(settings))
     airflow = _airflow(settings, step)
-    if _champion(settings) is None:
+    champion = _champion(settings)
+    if champion is None:
         step("training the model: train_model DAG, triggered through the REST API")
         _run_dag(airflow, "train_model", {"table": TRAINING_TABLE, "promote": True}, step)
+        champion = _champion(settings)
     else:
-        step(f"model: {MODEL} has a champion (v{_champion(settings)}); not retrained")
-    champion = _champion(settings)
+        step(f"model: {MODEL} has a champion (v{champion}); not retrained")
     run_id = f"score-{BATCH}-{MODEL}-v{champion}"
     if _run_state(settings, run_id) != "succeeded":
         step(f"scoring batch {BATCH}: score_batch DAG, triggered through the REST API")
@@ -130,8 +131,9 @@ def _run_dag(
 
 
 def _champion(settings: Settings) -> int | None:
-    rows = _query(
+    rows = database.fetch(
         settings,
+        "reader",
         "SELECT v.version FROM precompute.model_aliases a JOIN precompute.models m "
         "USING (model_id) JOIN precompute.model_versions v USING (version_id) "
         "WHERE m.name = %s AND a.alias = 'champion'",
@@ -141,16 +143,9 @@ def _champion(settings: Settings) -> int | None:
 
 
 def _run_state(settings: Settings, run_id: str) -> str | None:
-    rows = _query(settings, "SELECT state FROM precompute.runs WHERE run_id = %s", (run_id,))
+    sql = "SELECT state FROM precompute.runs WHERE run_id = %s"
+    rows = database.fetch(settings, "reader", sql, (run_id,))
     return str(rows[0][0]) if rows else None
-
-
-def _query(settings: Settings, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
-    url = database.database_url(settings, "reader")
-    with database.transaction(url, hint=database.unreachable_hint(settings)) as cursor:
-        cursor.execute(sql, params)
-        rows: list[tuple[object, ...]] = cursor.fetchall()
-        return rows
 
 
 def _lookup_api(settings: Settings) -> tuple[str, str]:
@@ -204,8 +199,9 @@ def _get(url: str, key: str, body: dict[str, list[str]] | None = None) -> str:
 
 
 def _show(settings: Settings, api: str, key: str, run_id: str, seconds: float) -> None:
-    [(state, read, quarantined, published)] = _query(
+    [(state, read, quarantined, published)] = database.fetch(
         settings,
+        "reader",
         "SELECT state, rows_read, rows_quarantined, rows_published FROM analytics.runs "
         "WHERE run_id = %s",
         (run_id,),

@@ -68,12 +68,8 @@ class Service:
 
 
 def _group_alive(pid: int) -> bool:
-    try:
-        os.killpg(pid, 0)
-    except ProcessLookupError:
-        return False
     with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)  # reap it if it was our child
+        os.waitpid(pid, os.WNOHANG)  # reap it if it was our child: a zombie still counts
     try:
         os.killpg(pid, 0)
     except ProcessLookupError:
