@@ -7,10 +7,11 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
+JARS  := .jars/.fetched
 SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 UV_VERSION := 0.13.9
 
-.PHONY: help setup java db demo test lint stop
+.PHONY: help setup java maven browser db demo test lint stop
 
 help:
 	@echo "make demo   run the main job end to end on the embedded defaults"
@@ -26,7 +27,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/uv pip install -q --python $(PY) --no-deps -e .
 	touch $@
 
-setup: $(STAMP) java
+setup: $(STAMP) java $(JARS)
 
 # Spark needs a JVM; install Java 17 from Debian when none is on the PATH.
 java:
@@ -34,6 +35,25 @@ java:
 	  echo "==> java not found: installing openjdk-17-jre-headless"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq openjdk-17-jre-headless; }
+
+# The pinned JVM artifacts (jvm/<set>/pom.xml, checked against jvm/<set>/jars.sha256), fetched
+# once with Maven into .jars/: jobs never download at run time.
+$(JARS): $(wildcard jvm/*/pom.xml jvm/*/jars.sha256) | $(STAMP) java maven
+	$(PY) -m jobs.jars fetch
+	touch $@
+
+maven:
+	@command -v mvn >/dev/null || { \
+	  echo "==> mvn not found: installing maven"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq maven; }
+
+# The browser tests drive Debian's Chromium through Playwright (no browser download).
+browser:
+	@command -v chromium >/dev/null || { \
+	  echo "==> chromium not found: installing Debian's chromium"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
 
 db: setup
 	$(BIN)/precompute db start
@@ -46,7 +66,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy precompute jobs lookup_api tests dags
 
-test: lint db
+test: lint db browser
 	$(BIN)/pytest
 
 stop:

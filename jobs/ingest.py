@@ -135,15 +135,23 @@ def _ingest(
     files = landing.batch_files(request.input_path)
     fmt = request.format or landing.detect_format(files)
     raw = landing.read_batch(spark, files, fmt, contract)
-    validated = validation.validate(raw, contract)
-    staged = engine.stage(validated, targets, route_column=validation.ROUTE)
+    # Validated once and kept: the route counts, the quarantine and incoming appends all read it.
+    validated = validation.validate(raw, contract).persist()
     try:
-        accepted = staged.counts[validation.INCOMING]
-        quarantined = staged.counts[validation.QUARANTINE]
+        routed = validated.groupBy(validation.ROUTE).count().collect()
+        found = {row[validation.ROUTE]: int(row["count"]) for row in routed}
+        accepted = found.get(validation.INCOMING, 0)
+        quarantined = found.get(validation.QUARANTINE, 0)
         counts = IngestCounts(accepted + quarantined, accepted, quarantined)
         recorder.record_ingest(counts)
         metadata = {"precompute.batch_id": request.batch_id, "precompute.run_id": run_id}
-        q = staged.commit(validation.QUARANTINE, txn, metadata)
+        route = validated[validation.ROUTE]
+        q = engine.append(
+            validated.where(route == validation.QUARANTINE),
+            targets[validation.QUARANTINE],
+            txn,
+            metadata,
+        )
         share = quarantined / counts.read if counts.read else 0.0
         if share > limit:
             raise RejectedShareExceeded(
@@ -153,9 +161,14 @@ def _ingest(
                 "to incoming. Fix the input, or rerun with a higher --max-rejected-share to "
                 "append the valid rows."
             )
-        i = staged.commit(validation.INCOMING, txn, metadata)
+        i = engine.append(
+            validated.where(route == validation.INCOMING),
+            targets[validation.INCOMING],
+            txn,
+            metadata,
+        )
     finally:
-        staged.discard()
+        validated.unpersist()
     return IngestResult(request.batch_id, run_id, counts, i.version, q.version, False)
 
 

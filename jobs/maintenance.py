@@ -35,16 +35,21 @@ class Compacted:
     files_vacuumed: int
 
 
-def lake_tables(settings: Settings) -> list[str]:
-    """The tables the platform writes: predictions, quarantine, and per dataset with a
-    contract, its incoming and training tables."""
+def lake_tables(settings: Settings) -> dict[str, tuple[str, ...]]:
+    """The tables the platform writes, each with the column its readers filter on (the Z-order
+    of its compaction): predictions by run, quarantine and incoming by batch; per dataset with
+    a contract, its incoming and training tables."""
     from jobs import predictions
     from jobs.validation import QUARANTINE_TABLE, incoming_table
 
     datasets = sorted(p.name for p in settings.contracts_dir.iterdir() if p.is_dir())
-    tables = [predictions.TABLE, QUARANTINE_TABLE]
+    tables: dict[str, tuple[str, ...]] = {
+        predictions.TABLE: ("run_id",),
+        QUARANTINE_TABLE: ("batch_id",),
+    }
     for dataset in datasets:
-        tables += [incoming_table(dataset), f"training/{dataset}"]
+        tables[incoming_table(dataset)] = ("batch_id",)
+        tables[f"training/{dataset}"] = ()
     return tables
 
 
@@ -53,17 +58,17 @@ def compact_and_vacuum(spark: SparkSession, settings: Settings) -> list[Compacte
 
     engine = lake(spark, settings)
     done = []
-    for table in lake_tables(settings):
+    for table, zorder_by in lake_tables(settings).items():
         if not engine.exists(table):
             continue
-        metrics = engine.optimize(table)
+        metrics = engine.optimize(table, zorder_by)
         vacuumed = engine.vacuum(table, settings.lake_retention_hours)
         done.append(
             Compacted(
                 table,
                 int(metrics.get("numFilesAdded", 0)),
                 int(metrics.get("numFilesRemoved", 0)),
-                len(vacuumed),
+                vacuumed,
             )
         )
     return done

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jobs.spark import LOCAL_MASTER, spark_conf
 from precompute import database
 from precompute.errors import PrecomputeError
 from precompute.settings import Settings, project_root
@@ -58,8 +59,17 @@ def spark_job(
         application_args=arguments,  # type: ignore[arg-type]
         conn_id=SPARK_CONN_ID,
         name=f"precompute-{job}",
+        conf=submit_conf(Settings()),
         **kwargs,
     )
+
+
+def submit_conf(settings: Settings) -> dict[str, str]:
+    """The session settings spark-submit must start the driver with: the JARs on its
+    classpath, its memory and JVM options cannot be changed once the JVM runs. The master
+    comes from the connection."""
+    conf = spark_conf(settings, "precompute", settings.spark_master or LOCAL_MASTER)
+    return {k: v for k, v in conf.items() if k not in ("spark.master", "spark.app.name")}
 
 
 def spark_connection(settings: Settings) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING
 
-from jobs.lake import LakeEngine, Target
+from jobs.lake import Lake, Target
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -48,7 +48,7 @@ def target(model: str, model_version_id: int, run_id: str, scored_at: datetime.d
     )
 
 
-def run_rows(engine: LakeEngine, run_id: str, scored_at: datetime.datetime) -> DataFrame:
+def run_rows(engine: Lake, run_id: str, scored_at: datetime.datetime) -> DataFrame:
     """The predictions one run wrote."""
     from pyspark.sql import functions as F
 

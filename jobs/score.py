@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
-    from jobs.lake import LakeEngine
+    from jobs.lake import Lake
     from jobs.registry import ModelVersion, Registry
 
 Mode = Literal["incremental", "full", "requests"]
@@ -141,7 +141,7 @@ def _score(
 
     engine = lake(spark, settings)
     txn = Txn(f"precompute.score:{run_id}")
-    if engine.exists(predictions.TABLE) and engine.committed_version(predictions.TABLE, txn.app_id):
+    if engine.committed_version(predictions.TABLE, txn.app_id):
         return _already_scored(engine, version, run_id, recorder, done)
     if done is not None and done.model_version_id not in (None, version.version_id):
         raise ScoreInputError(
@@ -180,26 +180,25 @@ def _score(
     scorer = partial(
         _score_batches, content, version.bundle_sha256, version.version_id, device, entity
     )
+    if expected is not None:
+        # Counted on the input (cheap: no scoring); scoring keeps every row, one out per row in.
+        found = rows.count()
+        if found != expected:
+            raise CountMismatch(
+                f"run {run_id}: batch {request.batch_id} has {expected - requested} accepted "
+                f"rows recorded by ingest and {requested} score requests, but {found} rows "
+                "to score; nothing was written (has the incoming table been changed outside "
+                "ingest?)"
+            )
     scored = rows.mapInArrow(scorer, predictions.SCORED_SCHEMA)
     scored_at = datetime.datetime.now(datetime.UTC)
     target = predictions.target(version.model, version.version_id, run_id, scored_at)
-    staged = engine.stage(scored, {"rows": target})
-    try:
-        count = staged.counts["rows"]
-        if expected is not None and count != expected:
-            raise CountMismatch(
-                f"run {run_id}: batch {request.batch_id} has {expected - requested} accepted "
-                f"rows recorded by ingest and {requested} score requests, but {count} were "
-                "scored; nothing was written (has the incoming table been changed outside "
-                "ingest?)"
-            )
-        metadata = {
-            "precompute.run_id": run_id,
-            "precompute.model_version_id": str(version.version_id),
-        }
-        commit = staged.commit("rows", txn, metadata)
-    finally:
-        staged.discard()
+    metadata = {
+        "precompute.run_id": run_id,
+        "precompute.model_version_id": str(version.version_id),
+    }
+    commit = engine.append(scored, target, txn, metadata)
+    count = commit.rows
     recorder.record_score(version.version_id, scored_at, commit.version, count, requested)
     psi = _record_metrics(engine, version, run_id, scored_at, recorder)
     return ScoreResult(
@@ -261,7 +260,7 @@ def _with_requests(
 
 
 def _record_metrics(
-    engine: LakeEngine,
+    engine: Lake,
     version: ModelVersion,
     run_id: str,
     scored_at: datetime.datetime,
@@ -277,7 +276,7 @@ def _record_metrics(
 
 
 def _already_scored(
-    engine: LakeEngine,
+    engine: Lake,
     version: ModelVersion,
     run_id: str,
     recorder: RunRecorder,
@@ -345,7 +344,7 @@ def _already_scored(
 
 
 def _input_rows(
-    engine: LakeEngine, request: ScoreRequest, dataset: str, entity: str, recorder: RunRecorder
+    engine: Lake, request: ScoreRequest, dataset: str, entity: str, recorder: RunRecorder
 ) -> tuple[DataFrame, int | None]:
     """The rows to score, and how many there must be (None when nothing says)."""
     from pyspark.sql import functions as F
@@ -407,6 +406,8 @@ def _score_batches(
         if batch.num_rows == 0:
             continue
         out = plan.score(batch)
+        if out.num_rows != batch.num_rows:  # the count check before the write relies on it
+            raise AssertionError(f"scored {out.num_rows} rows of a batch of {batch.num_rows}")
         yield pa.RecordBatch.from_arrays(
             [pc.cast(out.column(0), pa.string()), out.column(1), out.column(2)],
             names=["entity_id", "score", "label"],

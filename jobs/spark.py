@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import sys
 from typing import TYPE_CHECKING
 
+from jobs.jars import jar_set
 from precompute.settings import Settings
 
 if TYPE_CHECKING:
@@ -36,29 +36,32 @@ def spark_conf(settings: Settings, app_name: str, submitted_master: str | None) 
         # over 8 KB interpreted unless told otherwise, which made ingest ~3x slower.
         "spark.driver.extraJavaOptions": "-XX:-DontCompileHugeMethods",
         "spark.executor.extraJavaOptions": "-XX:-DontCompileHugeMethods",
+        # Workers must run an interpreter with pyarrow and this project, on any master: left
+        # unset, a cluster's executors start whatever `python3` they find.
+        "spark.pyspark.python": settings.spark_python,
+        # Delta Lake is the lake engine. The JARs come from the project's cache (never fetched
+        # at run time); Spark serves them to a cluster's executors itself.
+        "spark.jars": ",".join(str(p) for p in jar_set("delta", settings).files()),
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
     }
     if master.startswith("local"):
         # The host name resolves to an unroutable address on these machines; stay on loopback.
         conf |= {
-            # Workers must run this interpreter: another python lacks pyarrow and this project.
-            # (On a cluster, set spark.pyspark.python to the executors' interpreter.)
-            "spark.pyspark.python": sys.executable,
             "spark.driver.host": "127.0.0.1",
             "spark.driver.bindAddress": "127.0.0.1",
             "spark.ui.enabled": "false",
             # Few cores: 200 shuffle partitions would be mostly scheduling overhead.
             "spark.sql.shuffle.partitions": "16",
+            # Delta rebuilds a table's state with a job of this many tasks (50 by default), on
+            # every first read of a table: on a few local cores most of that is scheduling.
+            "spark.databricks.delta.snapshotPartitions": str(min(os.cpu_count() or 2, 8)),
         }
     elif settings.scoring_device == "gpu":
         # On a cluster, ask the scheduler for GPUs so scoring tasks land where one is.
         conf |= {
             "spark.executor.resource.gpu.amount": "1",
             "spark.task.resource.gpu.amount": str(settings.spark_gpu_task_share),
-        }
-    if settings.lake_engine == "delta-spark":
-        conf |= {
-            "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
-            "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         }
     return conf | settings.spark_conf
 
@@ -78,10 +81,12 @@ def spark_session(settings: Settings, app_name: str) -> SparkSession:
         SparkContext._ensure_initialized()
         submitted = SparkConf().get("spark.master", None)
     conf = spark_conf(settings, app_name, submitted)
+    # PySpark takes the workers' interpreter from this variable of the driver, whatever the
+    # master (spark.pyspark.python only reaches spark-submit): executors run what it names.
+    os.environ["PYSPARK_PYTHON"] = settings.spark_python
     if conf["spark.master"].startswith("local"):
-        # Python data source planning starts workers from these variables, not from the conf.
+        # Spark's own scripts pick the address to bind from this, not from the conf.
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder
     for key, value in conf.items():
         builder = builder.config(key, value)

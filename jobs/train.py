@@ -203,7 +203,7 @@ def _read_training_data(
             f"{row['_q_entity_id']!r}: "
             + ", ".join(
                 f"{r['code']}({r['column']})" if r["column"] else r["code"]
-                for r in json.loads(row["_q_reasons"])
+                for r in row["_q_reasons"]
             )
             for row in shown
         ]

@@ -17,8 +17,6 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
-
 from jobs.contracts import Column, Contract
 from jobs.lake import Target
 from jobs.landing import SOURCE_FILE, RawBatch
@@ -47,7 +45,6 @@ QUARANTINE_COLUMNS = (
 QUARANTINE_ONLY = ("entity_id", "source_file", "raw", "reasons")
 INGEST_COLUMNS = ("batch_id", "ingested_at", "ingest_date")
 PARTITION_BY = ("ingest_date",)
-REASONS_TYPE = pa.list_(pa.struct([("code", pa.string()), ("column", pa.string())]))
 # Above this many duplicated ids, let Spark plan the join instead of broadcasting the set.
 BROADCAST_DUPLICATES = 2_000_000
 FRACTIONAL = ("double", "float")
@@ -73,7 +70,6 @@ def targets(contract: Contract, batch_id: str, ingested_at: datetime.datetime) -
             QUARANTINE_COLUMNS,
             PARTITION_BY,
             sources={name: f"_q_{name}" for name in QUARANTINE_ONLY},
-            json_columns={"reasons": REASONS_TYPE},
             constants=constants | {"dataset": contract.name, "contract_version": contract.version},
         ),
     }
@@ -133,7 +129,7 @@ def validate(raw: RawBatch, contract: Contract) -> DataFrame:
         F.when(is_bad, F.col(entity).cast("string")).alias("_q_entity_id"),
         F.when(is_bad, F.col(SOURCE_FILE)).alias("_q_source_file"),
         F.when(is_bad, raw_text).alias("_q_raw"),
-        F.when(is_bad, F.to_json(reasons)).alias("_q_reasons"),
+        F.when(is_bad, reasons).alias("_q_reasons"),
         F.when(is_bad, F.lit(QUARANTINE)).otherwise(F.lit(INCOMING)).alias(ROUTE),
     )
 

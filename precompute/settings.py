@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -49,14 +50,19 @@ class Settings(BaseSettings):
         default_factory=lambda data: str(data["var_dir"] / "landing"),
         description="Where incoming batches land, one folder per batch.",
     )
-    lake_engine: Literal["delta-rs", "delta-spark"] = Field(
-        "delta-rs",
-        description="How Spark reads and writes Delta: 'delta-rs' (no JARs needed) or "
-        "'delta-spark' (needs the io.delta JARs on Spark's classpath).",
+    jars_dir: Path = Field(
+        default_factory=lambda: project_root() / ".jars",
+        description="JAR cache: the pinned JVM artifacts `make` fetches (jvm/<set>/), which "
+        "the jobs load from here and never download at run time.",
     )
     spark_master: str | None = Field(
         None,
         description="Spark master URL. Unset: the one spark-submit was given, else local[*].",
+    )
+    spark_python: str = Field(
+        default_factory=lambda: sys.executable,
+        description="The Python interpreter Spark's Python workers run (spark.pyspark.python), on "
+        "every master: it needs pyarrow and this project. Default: the one running the job.",
     )
     spark_driver_memory: str = Field(
         "2g", description="spark.driver.memory for sessions this project starts."

@@ -1,23 +1,26 @@
-"""Delta tables from Spark through delta-rs: one transaction per write, idempotent, checked."""
+"""Delta tables through delta-spark: one transaction per write, idempotent, schema-enforced, and
+readable by other Delta readers (delta-rs, polars)."""
 
 from __future__ import annotations
 
 import datetime
-import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import deltalake
+import polars as pl
 import pyarrow as pa
 import pytest
 
-from jobs.lake import LakeError, Target, Txn
-from jobs.lake.delta_rs import DeltaRsEngine
-from jobs.lake.delta_spark import DeltaSparkEngine
-from jobs.lake.staging_source import partition_value
+from jobs.jars import JarsMissing
+from jobs.lake import Lake, LakeError, Target, Txn
+from jobs.spark import spark_conf
+from precompute.settings import Settings
 
 DAY = datetime.date(2026, 11, 20)
 TARGET = Target("things", ["id", "x", "kind", "at", "day"], partition_by=["day"])
+LEGACY_LAKE = Path(__file__).parent / "fixtures" / "legacy_lake"
 
 
 def rows(spark: Any, n: int = 1000, start: int = 0) -> Any:
@@ -36,70 +39,83 @@ def rows(spark: Any, n: int = 1000, start: int = 0) -> Any:
     )
 
 
-def listing(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
-
-
 @pytest.fixture
-def engine(spark: Any, tmp_path: Path) -> DeltaRsEngine:
-    return DeltaRsEngine(spark, str(tmp_path / "lake"))
+def engine(spark: Any, tmp_path: Path) -> Lake:
+    return Lake(spark, str(tmp_path / "lake"))
 
 
-def test_a_write_reads_back_identically_through_delta_rs(engine: DeltaRsEngine, spark: Any) -> None:
+def test_a_write_reads_back_identically_through_delta_rs_and_polars(
+    engine: Lake, spark: Any
+) -> None:
     result = engine.append(rows(spark), TARGET, Txn("load", 1))
     assert (result.version, result.rows, result.committed) == (0, 1000, True)
+    expected = rows(spark).toArrow().sort_by("id")
 
     table = deltalake.DeltaTable(engine.table_uri("things"))
     assert table.metadata().partition_columns == ["day"]
-    arrow = table.to_pyarrow_table().sort_by("id")
-    assert arrow.schema.field("day").type == pa.date32()
-    assert arrow.schema.field("at").type == pa.timestamp("us", tz="UTC")
-    expected = rows(spark).toPandas().sort_values("id").reset_index(drop=True)
-    got = arrow.to_pandas()
-    assert got["id"].tolist() == expected["id"].tolist()
-    assert got["x"].tolist() == expected["x"].tolist()
-    assert got["kind"].tolist() == expected["kind"].where(expected["kind"].notna(), None).tolist()
-    assert [d for d in got["day"]] == list(expected["day"])
-    assert list(got["at"].dt.tz_convert(None)) == list(expected["at"])
+    through_rs = pa.table(table.to_pyarrow_table()).sort_by("id").select(expected.column_names)
+    assert through_rs.schema.field("at").type == pa.timestamp("us", tz="UTC")
+    assert through_rs.schema.field("day").type == pa.date32()
+    assert through_rs.to_pylist() == expected.to_pylist()
 
-    back: Any = engine.read("things").orderBy("id").toPandas()
-    assert back.columns.tolist() == ["id", "x", "kind", "at", "day"]
-    assert back["day"].tolist() == expected["day"].tolist()
-    assert back["x"].tolist() == expected["x"].tolist()
+    through_polars = pl.read_delta(engine.table_uri("things")).sort("id")
+    assert through_polars.columns == ["id", "x", "kind", "at", "day"]
+    assert through_polars.to_arrow().to_pylist() == expected.to_pylist()
+
+    back = engine.read("things").orderBy("id").toArrow()
+    assert back.column_names == ["id", "x", "kind", "at", "day"]
+    assert back.to_pylist() == expected.to_pylist()
 
 
-def test_the_same_transaction_twice_is_a_no_op(engine: DeltaRsEngine, spark: Any) -> None:
+def test_nested_columns_read_back_through_other_readers(engine: Lake, spark: Any) -> None:
+    from pyspark.sql import functions as F
+
+    reason = F.struct(F.lit("out_of_range").alias("code"), F.lit("age").alias("column"))
+    df = spark.range(3).select(
+        F.col("id"), F.when(F.col("id") > 0, F.array(reason)).alias("reasons")
+    )
+    engine.append(df, Target("nested", ["id", "reasons"]), Txn("n"))
+    expected = [
+        {"id": 0, "reasons": None},
+        {"id": 1, "reasons": [{"code": "out_of_range", "column": "age"}]},
+        {"id": 2, "reasons": [{"code": "out_of_range", "column": "age"}]},
+    ]
+    uri = engine.table_uri("nested")
+    assert pa.table(deltalake.DeltaTable(uri).to_pyarrow_table()).sort_by("id").to_pylist() == (
+        expected
+    )
+    assert pl.read_delta(uri).sort("id").to_dicts() == expected
+
+
+def test_the_same_transaction_twice_is_a_no_op(engine: Lake, spark: Any) -> None:
     engine.append(rows(spark), TARGET, Txn("load", 1))
+    files = sorted(Path(engine.table_uri("things")).rglob("*.parquet"))
     again = engine.append(rows(spark), TARGET, Txn("load", 1))
     assert (again.committed, again.version) == (False, 0)
     assert engine.read("things").count() == 1000
     assert engine.committed_version("things", "load") == 1
-    assert not list((Path(engine.lake_uri) / "_staging").iterdir())
+    # The transaction is checked before writing, so a rerun writes no files either.
+    assert sorted(Path(engine.table_uri("things")).rglob("*.parquet")) == files
 
 
 def test_a_write_with_another_schema_is_refused_and_changes_nothing(
-    engine: DeltaRsEngine, spark: Any
+    engine: Lake, spark: Any
 ) -> None:
     from pyspark.sql import functions as F
 
     engine.append(rows(spark), TARGET, Txn("load", 1))
-    before = listing(Path(engine.table_uri("things")))
     wrong = rows(spark).withColumn("x", F.col("x").cast("string"))
-    with pytest.raises(LakeError, match="column 'x' is PrimitiveType\\(\"string\"\\) but"):
+    with pytest.raises(LakeError, match=r"cannot append to .*things: .*x"):
         engine.append(wrong, TARGET, Txn("load", 2))
     assert engine.version("things") == 0
-    assert listing(Path(engine.table_uri("things"))) == before
+    assert engine.read("things").count() == 1000
 
 
-def test_a_task_failing_mid_write_leaves_the_table_and_its_folder_unchanged(
-    engine: DeltaRsEngine, spark: Any
-) -> None:
+def test_a_task_failing_mid_write_leaves_the_table_unchanged(engine: Lake, spark: Any) -> None:
     from pyspark.sql import functions as F
     from pyspark.sql.types import DoubleType
 
     engine.append(rows(spark), TARGET, Txn("load", 1))
-    table_dir = Path(engine.table_uri("things"))
-    before = listing(table_dir)
 
     @F.udf(DoubleType())
     def explode_late(x):  # type: ignore[no-untyped-def]
@@ -111,75 +127,50 @@ def test_a_task_failing_mid_write_leaves_the_table_and_its_folder_unchanged(
     with pytest.raises(Exception, match="disk on fire"):
         engine.append(failing.repartition(2), TARGET, Txn("load", 2))
     assert engine.version("things") == 0
-    assert listing(table_dir) == before
-    assert not list((Path(engine.lake_uri) / "_staging").iterdir())
+    assert engine.committed_version("things", "load") == 1
+    assert engine.read("things").count() == 1000
 
 
-def test_routed_rows_reach_each_target_once(engine: DeltaRsEngine, spark: Any) -> None:
-    from pyspark.sql import functions as F
-
-    df = rows(spark).withColumn("route", F.when(F.col("id") < 100, "few").otherwise("many"))
-    targets = {
-        "few": Target("few", ["id", "day"], ["day"]),
-        "many": Target("many", ["id", "x", "batch"], constants={"batch": "b7"}),
-    }
-    staged = engine.stage(df, targets, route_column="route")
-    try:
-        assert dict(staged.counts) == {"few": 100, "many": 900}
-        staged.commit("few", Txn("t"))
-        staged.commit("many", Txn("t"))
-    finally:
-        staged.discard()
-    many = deltalake.DeltaTable(engine.table_uri("many")).to_pyarrow_table()
-    assert many.num_rows == 900 and set(many.column("batch").to_pylist()) == {"b7"}
-    assert deltalake.DeltaTable(engine.table_uri("few")).to_pyarrow_table().num_rows == 100
-
-
-def test_time_travel_history_optimize_and_vacuum(engine: DeltaRsEngine, spark: Any) -> None:
-    engine.append(rows(spark, 100), TARGET, Txn("load", 1))
+def test_time_travel_history_optimize_with_z_order_and_vacuum(engine: Lake, spark: Any) -> None:
+    engine.append(rows(spark, 100), TARGET, Txn("load", 1), {"precompute.batch_id": "b1"})
     engine.append(rows(spark, 50, start=100), TARGET, Txn("load", 2))
     assert engine.read("things", version=0).count() == 100
     assert engine.read("things").count() == 150
-    assert [h.version for h in engine.history("things")] == [1, 0]
+    history = engine.history("things")
+    assert [h.version for h in history] == [1, 0]
+    assert history[1].user_metadata == {"precompute.batch_id": "b1"}
 
-    figures = engine.optimize("things")
-    assert figures["numFilesRemoved"] > 0
+    figures = engine.optimize("things", zorder_by=["id"])
+    assert figures["numFilesRemoved"] > figures["numFilesAdded"] > 0
+    assert engine.history("things", 1)[0].operation == "OPTIMIZE"
     removed = engine.vacuum("things", retention_hours=0)
-    assert removed, "vacuum removed the files optimize replaced"
+    assert removed >= figures["numFilesRemoved"], "vacuum removed the files optimize replaced"
     assert engine.read("things").count() == 150
     with pytest.raises(LakeError, match="has no version 99"):
         engine.read("things", version=99)
 
 
-def test_a_table_with_unsupported_reader_features_is_refused(
-    engine: DeltaRsEngine, tmp_path: Path
+def test_a_lake_written_by_the_previous_release_is_read_and_appended_to(
+    spark: Any, tmp_path: Path
 ) -> None:
-    deltalake.write_deltalake(
-        engine.table_uri("dv"),
-        pa.table({"a": [1, 2]}),
-        configuration={"delta.enableDeletionVectors": "true"},
+    """The fixture was written by the delta-rs engine this project used before delta-spark."""
+    shutil.copytree(LEGACY_LAKE, tmp_path / "lake")
+    engine = Lake(spark, str(tmp_path / "lake"))
+    for table in ("incoming/customers", "quarantine", "predictions"):
+        through_rs = deltalake.DeltaTable(engine.table_uri(table)).to_pyarrow_table()
+        through_spark = engine.read(table).toArrow().select(through_rs.column_names)
+        key = "customer_id" if table.startswith("incoming") else "entity_id"
+        assert through_spark.sort_by(key).to_pylist() == through_rs.sort_by(key).to_pylist()
+    assert engine.committed_version("incoming/customers", "precompute.ingest:customers:b1") == 1
+
+    quarantine = engine.read("quarantine")
+    added = engine.append(
+        quarantine.limit(1), Target("quarantine", quarantine.columns, ["ingest_date"]), Txn("b2")
     )
-    with pytest.raises(LakeError, match=r"deletionVectors.*PRECOMPUTE_LAKE_ENGINE=delta-spark"):
-        engine.read("dv")
+    assert (added.version, added.rows) == (1, 1)
+    assert pl.read_delta(engine.table_uri("quarantine")).height == 5
 
 
-def test_delta_spark_without_its_jars_fails_at_start_saying_what_is_missing(spark: Any) -> None:
-    with pytest.raises(LakeError, match=r"class io\.delta\.tables\.DeltaTable"):
-        DeltaSparkEngine(spark, "/tmp/unused")
-
-
-def test_delta_spark_engine_appends_once_and_reads_back(spark: Any, tmp_path: Path) -> None:
-    try:
-        engine = DeltaSparkEngine(spark, str(tmp_path / "lake"))
-    except LakeError as exc:
-        pytest.skip(f"io.delta JARs not on the classpath (Maven Central is unreachable): {exc}")
-    engine.append(rows(spark), TARGET, Txn("load", 1))
-    assert not engine.append(rows(spark), TARGET, Txn("load", 1)).committed
-    assert deltalake.DeltaTable(engine.table_uri("things")).to_pyarrow_table().num_rows == 1000
-
-
-def test_partition_values_use_delta_forms() -> None:
-    assert partition_value(datetime.date(2026, 1, 2)) == "2026-01-02"
-    assert partition_value(datetime.datetime(2026, 1, 2, 3, 4, 5)) == "2026-01-02 03:04:05.000000"
-    assert partition_value(None) is None
-    assert os.sep == "/"
+def test_a_session_without_the_jars_is_told_what_to_run(tmp_path: Path) -> None:
+    with pytest.raises(JarsMissing, match=r"the delta JARs are not in .*run `make setup`"):
+        spark_conf(Settings(jars_dir=tmp_path), "job", None)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
+from jobs.jars import jar_set
 from jobs.spark import spark_conf
 from precompute.settings import Settings
 
@@ -31,10 +33,19 @@ def test_gpu_scoring_on_a_cluster_asks_for_gpus() -> None:
     assert "spark.executor.resource.gpu.amount" not in spark_conf(Settings(), "job", "yarn")
 
 
-def test_delta_spark_engine_adds_its_session_extension() -> None:
-    conf = spark_conf(Settings(lake_engine="delta-spark"), "job", None)
+def test_every_session_loads_delta_from_the_jar_cache() -> None:
+    settings = Settings()
+    conf = spark_conf(settings, "job", "spark://head:7077")
     assert conf["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
-    assert "spark.sql.extensions" not in spark_conf(Settings(), "job", None)
+    jars = conf["spark.jars"].split(",")
+    assert [Path(j).name for j in jars] == list(jar_set("delta", settings).pinned)
+    assert all(Path(j).is_file() and Path(j).parent == settings.jars_dir / "delta" for j in jars)
+
+
+def test_workers_run_the_configured_python_on_any_master() -> None:
+    for master in (None, "spark://head:7077", "yarn"):
+        conf = spark_conf(Settings(spark_python="/opt/py/bin/python"), "job", master)
+        assert conf["spark.pyspark.python"] == "/opt/py/bin/python"
 
 
 def test_extra_spark_conf_wins() -> None:

@@ -26,9 +26,11 @@ from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import Pipeline
 
 from jobs.bundle.format import METADATA_FILE, BundleError
+from jobs.bundle.trees import float32_floor
 
 FEATURES = "features"
 PREDICTION = "prediction"
+PROBABILITY = "probability"
 TREE_OPS = (
     "decision_tree_classifier",
     "decision_tree_regression",
@@ -126,7 +128,12 @@ def export_bundle(pipeline: Pipeline, path: Path, name: str, metadata: dict[str,
         names = {"feature_names": feature_names} if op in TREE_OPS else {}
         model.mlinit(input_features=FEATURES, prediction_column=PREDICTION, **names)
         model.name = f"{op}_{len(nodes)}"
-        nodes.append(model)
+        for tree in getattr(model, "estimators_", [model]) if op in TREE_OPS else []:
+            cuts = tree.tree_.threshold  # a writable view of the copied tree's nodes
+            internal = tree.tree_.feature >= 0
+            cuts[internal] = [_double_threshold(t) for t in cuts[internal]]
+        classifier = op == "logistic_regression" or op.endswith("classifier")
+        nodes.append(_ModelPorts(model, classifier))
     else:
         raise BundleError(f"cannot export a {type(model).__name__} model")
 
@@ -141,6 +148,18 @@ def export_bundle(pipeline: Pipeline, path: Path, name: str, metadata: dict[str,
     return path
 
 
+def _double_threshold(threshold: float) -> float:
+    """A split threshold M for `x <= M` on the double x (as MLeap compares) that agrees, for
+    every x, with scikit-learn's `float32(x) <= threshold`: the largest double that rounds to
+    float32_floor(threshold) or below. Our runtime reads it back as that same float32."""
+    low = float32_floor(threshold)
+    high = np.nextafter(low, np.float32(np.inf))
+    if not np.isfinite(high):
+        return float(threshold)
+    middle = (float(low) + float(high)) / 2  # exact in float64; float32 rounds ties to even
+    return middle if np.float32(middle) == low else float(np.nextafter(middle, -np.inf))
+
+
 def _shapes(widths: list[int], tensor: bool = False) -> dict[str, Any]:
     """mleap's `input_shapes` description of a vector_assembler's inputs."""
     shapes = []
@@ -150,6 +169,27 @@ def _shapes(widths: list[int], tensor: bool = False) -> dict[str, Any]:
         else:
             shapes.append({"shape": "scalar"})
     return {"data_shape": shapes}
+
+
+class _ModelPorts:
+    """mleap's own writer for a model node, with the outputs MLeap's runtime makes for it:
+    `prediction`, and `probability` for a classifier (MLeap computes the probabilities only
+    when that port is declared; mleap declares none for logistic regression and decision trees,
+    and declares `raw_prediction` and `probability` on a forest regressor, which has neither)."""
+
+    serializable = True
+
+    def __init__(self, model: Any, classifier: bool) -> None:
+        self.model, self.op, self.name, self.classifier = model, model.op, model.name, classifier
+
+    def serialize_to_bundle(self, path: str, model_name: str) -> None:
+        self.model.serialize_to_bundle(path, model_name)
+        shape_file = Path(path, f"{model_name}.node", "node.json")
+        shape = json.loads(shape_file.read_text())
+        shape["shape"]["outputs"] = [{"name": PREDICTION, "port": "prediction"}]
+        if self.classifier:
+            shape["shape"]["outputs"].append({"name": PROBABILITY, "port": "probability"})
+        shape_file.write_text(json.dumps(shape, indent=3))
 
 
 class _Node:
