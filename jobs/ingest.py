@@ -110,6 +110,9 @@ def _ingest(
 ) -> IngestResult:
     # Imported here, not at the top: `precompute` builds its parser from this module, and
     # these pull in pyarrow, which every other command would pay for at start-up.
+    from pyspark.sql import Observation
+    from pyspark.sql import functions as F
+
     from jobs import landing, validation
 
     engine = lake(spark, settings)
@@ -135,40 +138,48 @@ def _ingest(
     files = landing.batch_files(request.input_path)
     fmt = request.format or landing.detect_format(files)
     raw = landing.read_batch(spark, files, fmt, contract)
-    # Validated once and kept: the route counts, the quarantine and incoming appends all read it.
-    validated = validation.validate(raw, contract).persist()
-    try:
-        routed = validated.groupBy(validation.ROUTE).count().collect()
-        found = {row[validation.ROUTE]: int(row["count"]) for row in routed}
-        accepted = found.get(validation.INCOMING, 0)
-        quarantined = found.get(validation.QUARANTINE, 0)
-        counts = IngestCounts(accepted + quarantined, accepted, quarantined)
-        recorder.record_ingest(counts)
-        metadata = {"precompute.batch_id": request.batch_id, "precompute.run_id": run_id}
-        route = validated[validation.ROUTE]
-        q = engine.append(
-            validated.where(route == validation.QUARANTINE),
-            targets[validation.QUARANTINE],
-            txn,
-            metadata,
+    validated = validation.validate(raw, contract)
+    route = validated[validation.ROUTE]
+    metadata = {"precompute.batch_id": request.batch_id, "precompute.run_id": run_id}
+    # The quarantine is written first, by a pass that also counts every row on its way
+    # (an observation, not a second job): the rejected share is known before incoming is
+    # touched. Incoming is then a second pass; caching the validated rows instead measured
+    # slower than reading the batch again.
+    seen = Observation(f"ingest-{run_id}")
+    observed = validated.observe(
+        seen,
+        F.count(F.lit(1)).alias("read"),
+        F.count(F.when(route == validation.QUARANTINE, 1)).alias("quarantined"),
+    )
+    q = engine.append(
+        observed.where(route == validation.QUARANTINE),
+        targets[validation.QUARANTINE],
+        txn,
+        metadata,
+    )
+    if q.committed:
+        read, quarantined = int(seen.get["read"]), int(seen.get["quarantined"])
+    else:  # a rerun after too many rejects: the quarantine is in, count without writing
+        routed: dict[str, int] = dict(validated.groupBy(validation.ROUTE).count().collect())
+        quarantined = int(routed.get(validation.QUARANTINE, 0))
+        read = quarantined + int(routed.get(validation.INCOMING, 0))
+    counts = IngestCounts(read, read - quarantined, quarantined)
+    recorder.record_ingest(counts)
+    share = quarantined / read if read else 0.0
+    if share > limit:
+        raise RejectedShareExceeded(
+            f"batch {request.batch_id}: {quarantined} of {read} rows rejected "
+            f"({share:.1%}, above the limit of {limit:.1%}). The quarantine table "
+            f"(version {q.version}) holds them with their reasons; nothing was appended "
+            "to incoming. Fix the input, or rerun with a higher --max-rejected-share to "
+            "append the valid rows."
         )
-        share = quarantined / counts.read if counts.read else 0.0
-        if share > limit:
-            raise RejectedShareExceeded(
-                f"batch {request.batch_id}: {quarantined} of {counts.read} rows rejected "
-                f"({share:.1%}, above the limit of {limit:.1%}). The quarantine table "
-                f"(version {q.version}) holds them with their reasons; nothing was appended "
-                "to incoming. Fix the input, or rerun with a higher --max-rejected-share to "
-                "append the valid rows."
-            )
-        i = engine.append(
-            validated.where(route == validation.INCOMING),
-            targets[validation.INCOMING],
-            txn,
-            metadata,
-        )
-    finally:
-        validated.unpersist()
+    i = engine.append(
+        validated.where(route == validation.INCOMING),
+        targets[validation.INCOMING],
+        txn,
+        metadata,
+    )
     return IngestResult(request.batch_id, run_id, counts, i.version, q.version, False)
 
 

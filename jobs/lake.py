@@ -49,6 +49,9 @@ class Target:
 
     `sources` maps a table column to the DataFrame column that fills it, where they differ.
     `constants` are columns with one value for the whole write (a batch id, a date).
+    `stats_columns` are the columns Delta keeps file statistics on (for skipping files when
+    reading with a filter on them), set when the table is created; Delta's default is the first
+    32 columns, whose statistics cost a fifth of an ingest's time and serve no reader here.
     """
 
     table: str
@@ -56,6 +59,7 @@ class Target:
     partition_by: Sequence[str] = ()
     sources: Mapping[str, str] = field(default_factory=dict)
     constants: Mapping[str, Any] = field(default_factory=dict)
+    stats_columns: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,8 @@ class Lake:
         )
         if target.partition_by:
             writer = writer.partitionBy(*target.partition_by)
+        if target.stats_columns and not self.exists(target.table):
+            writer = writer.option("delta.dataSkippingStatsColumns", ",".join(target.stats_columns))
         try:
             writer.save(uri)
         except AnalysisException as exc:  # schema enforcement, mostly: say which table

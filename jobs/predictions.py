@@ -45,6 +45,7 @@ def target(model: str, model_version_id: int, run_id: str, scored_at: datetime.d
             "scored_at": scored_at,
             "scored_date": scored_at.astimezone(datetime.UTC).date(),
         },
+        stats_columns=("run_id", "model_version_id", "entity_id"),
     )
 
 

@@ -64,13 +64,20 @@ def targets(contract: Contract, batch_id: str, ingested_at: datetime.datetime) -
         "ingest_date": ingested_at.astimezone(datetime.UTC).date(),
     }
     return {
-        INCOMING: Target(incoming_table(contract.name), columns, PARTITION_BY, constants=constants),
+        INCOMING: Target(
+            incoming_table(contract.name),
+            columns,
+            PARTITION_BY,
+            constants=constants,
+            stats_columns=("batch_id", contract.entity_id.name),
+        ),
         QUARANTINE: Target(
             QUARANTINE_TABLE,
             QUARANTINE_COLUMNS,
             PARTITION_BY,
             sources={name: f"_q_{name}" for name in QUARANTINE_ONLY},
             constants=constants | {"dataset": contract.name, "contract_version": contract.version},
+            stats_columns=("dataset", "batch_id"),
         ),
     }
 
@@ -101,10 +108,10 @@ def validate(raw: RawBatch, contract: Contract) -> DataFrame:
     checks.append((F.col("_dup"), "duplicate_entity_id", entity))
 
     flags = [F.coalesce(condition, F.lit(False)) for condition, _, _ in checks]
-    bad = F.col("_corrupt")
-    for flag in flags:
-        bad = bad | flag
-    df = df.withColumn("_bad", bad)
+    # One predicate, not a chain of ORs: Spark would split "not bad" into its conjuncts and push
+    # the ones that do not need the duplicate flag below the join, into one filter too large to
+    # compile, which it then interprets row by row (5x slower ingest, measured).
+    df = df.withColumn("_bad", F.greatest(F.col("_corrupt"), *flags))
 
     reasons = F.when(F.col("_corrupt"), F.array(_reason("corrupt_line", None))).otherwise(
         F.array_compact(

@@ -174,6 +174,15 @@ def _parser() -> argparse.ArgumentParser:
     rollback.add_argument("--alias", default="champion")
     rollback.set_defaults(handler=_model_rollback)
 
+    verify = model_commands.add_parser(
+        "verify", help="score a version with MLeap's own runtime and ours; they must agree"
+    )
+    verify.add_argument("name", metavar="NAME[@VERSION]", help="model, optionally @version")
+    verify.add_argument("--alias", default="champion", help="without @VERSION (default: champion)")
+    verify.add_argument("--input", help="rows to check on (default: its training data)")
+    verify.add_argument("--rows", type=int, default=2000, help="rows to check (default: 2000)")
+    verify.set_defaults(handler=_model_verify)
+
     commands.add_parser("settings", help="print the effective settings").set_defaults(
         handler=_settings
     )
@@ -389,6 +398,36 @@ def _model_rollback(args: argparse.Namespace, settings: Settings) -> int:
     before, after = Registry(settings).rollback(args.name, alias=args.alias)
     print(f"{args.alias}: {before.label} -> {after.label}")
     return 0
+
+
+def _model_verify(args: argparse.Namespace, settings: Settings) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from jobs.bundle import mleap_check
+    from jobs.bundle.format import read_bundle
+    from jobs.registry import Registry
+
+    name, _, number = args.name.partition("@")
+    if number and not number.isdigit():
+        raise PrecomputeError(f"{args.name!r}: write NAME or NAME@VERSION, e.g. churn@3")
+    registry = Registry(settings)
+    if number:
+        version = registry.resolve(name, version=int(number))
+    else:
+        version = registry.resolve(name, alias=args.alias)
+    content = registry.load_bytes(version)
+    bundle = read_bundle(content)
+    schema = version.input_schema
+    columns = [schema["entity_id"]["name"], *(f["name"] for f in schema["features"])]
+    rows = mleap_check.check_rows(version.training_data, args.input, columns, args.rows)
+    rows = mleap_check.with_edge_rows(rows, bundle)
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch, "bundle.zip")
+        path.write_bytes(content)
+        (parity,) = mleap_check.compare([(path, rows)], settings)
+    print(f"{version.label} ({version.model_kind}): {parity.summary()}")
+    return 0 if parity.agrees else 1
 
 
 def _settings(args: argparse.Namespace, settings: Settings) -> int:

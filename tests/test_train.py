@@ -197,3 +197,8 @@ def test_precompute_train_on_the_command_line(job_settings: Settings, tmp_path: 
     wrong = run_cli(*command, "--kind", "decision_tree", "--param", "depth=3", env=env)
     assert wrong.returncode == 1
     assert "DecisionTreeClassifier has no parameter depth" in wrong.stderr
+    verified = run_cli("model", "verify", "churn-cli@1", env=env)
+    assert verified.returncode == 0, verified.stderr
+    assert "churn-cli v1 (decision_tree): MLeap's runtime and ours agree on 1502 rows" in (
+        verified.stdout
+    )

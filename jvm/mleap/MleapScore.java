@@ -1,10 +1,11 @@
 // Score rows with MLeap's own JVM runtime, to check that a Bundle.ML written by
 // jobs/bundle/export.py loads and scores in MLeap as it does in our runtime.
 //
-// Classpath (MLeap 0.20.0, Scala 2.12; the only one the Maven mirror serves):
-//   mvn -q -B -f jvm/mleap/pom.xml dependency:copy-dependencies -DoutputDirectory=DIR
+// Classpath (MLeap 0.20.0, Scala 2.12; the newest the Maven mirror here serves): `make` fetches
+// it into .jars/mleap (jobs/jars.py); jobs/bundle/mleap_check.py runs this program.
 // Run with Java 17's single-file source launcher (no build step):
-//   java -cp 'DIR/*' jvm/mleap/MleapScore.java BUNDLE.zip INPUT.json OUTPUT.json
+//   java -cp 'DIR/*' jvm/mleap/MleapScore.java BUNDLE.zip INPUT.json OUTPUT.json [...]
+// (more BUNDLE INPUT OUTPUT triples score in the same JVM).
 // No --add-opens is needed for this (loading a zip bundle, scoring a leap frame) on Java 17 or
 // Java 25; MLEAP_SCORE_TIMING=1 prints the time of each phase on stderr.
 //
@@ -72,10 +73,14 @@ public class MleapScore {
     public static void main(String[] args) {
         NETLIB.setLevel(java.util.logging.Level.SEVERE);
         try {
-            if (args.length != 3) {
-                throw new Refusal(2, "usage: MleapScore BUNDLE.zip INPUT.json OUTPUT.json");
+            if (args.length == 0 || args.length % 3 != 0) {
+                throw new Refusal(
+                    2, "usage: MleapScore BUNDLE.zip INPUT.json OUTPUT.json [BUNDLE INPUT OUTPUT ...]");
             }
-            run(Path.of(args[0]), Path.of(args[1]), Path.of(args[2]));
+            // Several bundles in one JVM: its start and this file's compile cost seconds each.
+            for (int i = 0; i < args.length; i += 3) {
+                run(Path.of(args[i]), Path.of(args[i + 1]), Path.of(args[i + 2]));
+            }
         } catch (Refusal r) {
             System.err.println("mleap-score: " + oneLine(r.getMessage()));
             System.exit(r.status);
