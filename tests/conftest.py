@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ from precompute.settings import Settings, get_settings
 # imports it (its SQLite metadata database is made by the DAG tests' fixture).
 os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="precompute-airflow-")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
-os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).resolve().parents[1] / "dags")
+DAGS = Path(__file__).resolve().parents[1] / "dags"
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAGS)
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -194,6 +196,73 @@ def job_settings(settings: Settings, jobs_database: str, tmp_path: Path) -> Sett
             "models_root": str(tmp_path / "models"),
         }
     )
+
+
+@dataclass(frozen=True)
+class Env:
+    """What the DAG tests run against: settings from the environment, the database, a folder."""
+
+    settings: Settings
+    admin_url: str
+    root: Path
+
+
+@contextmanager
+def airflow_env(
+    admin_url: str, settings: Settings, root: Path, variables: dict[str, str] | None = None
+) -> Iterator[Env]:
+    """A migrated database, a lake, landing and models root under `root`, and Airflow's
+    metadata database; the process environment points the jobs (spark-submit children) and
+    tasks at them, plus `variables`."""
+    from jobs import orchestration
+    from precompute import migrations
+
+    name = f"test_dags_{uuid.uuid4().hex[:8]}"
+    url = create_database(admin_url, name)
+    migrations.migrate(url, settings)
+    variables = {
+        "DATABASE_URL": url,
+        "PRECOMPUTE_LAKE_URI": str(root / "lake"),
+        "PRECOMPUTE_LANDING_ROOT": str(root / "landing"),
+        "PRECOMPUTE_MODELS_ROOT": str(root / "models"),
+        "PRECOMPUTE_SCORE_SCHEDULE": "",
+        **(variables or {}),
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in variables.items():
+            patch.setenv(key, value)
+        job_settings = Settings()
+        for key, value in orchestration.airflow_environment(job_settings).items():
+            if key != "AIRFLOW_HOME":  # chosen above, before Airflow was imported
+                patch.setenv(key, value)
+        subprocess.run(
+            [sys.executable, "-m", "airflow", "db", "migrate"],
+            check=True,
+            capture_output=True,
+            env=os.environ.copy(),
+        )
+        try:
+            yield Env(job_settings, url, root)
+        finally:
+            drop_database(admin_url, name)
+
+
+def dagbag() -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS))
+
+
+def run_dag(dag_id: str, conf: dict[str, Any]) -> Any:
+    """`dag.test()` with the conf; retries off, so a failure shows at once."""
+    dag = dagbag().dags[dag_id]
+    for t in dag.tasks:
+        t.retries = 0
+    return dag.test(run_conf=conf)
+
+
+def states(run: Any) -> dict[str, str]:
+    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
 
 
 def customers_contract() -> Any:

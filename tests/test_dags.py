@@ -5,86 +5,37 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pyarrow.parquet as pq
 import pytest
-from conftest import create_database, created_key, drop_database, fetch_all, run_cli, serve_api
+from conftest import (
+    Env,
+    airflow_env,
+    created_key,
+    dagbag,
+    fetch_all,
+    run_cli,
+    run_dag,
+    serve_api,
+    states,
+)
 
 from jobs import orchestration
 from jobs.sample_data import customers, with_bad_rows
-from precompute import database, migrations
+from precompute import database
 from precompute.settings import Settings
-
-DAGS = Path(__file__).resolve().parents[1] / "dags"
-
-
-@dataclass(frozen=True)
-class Env:
-    settings: Settings
-    admin_url: str
-    root: Path
-
-
-def dagbag() -> Any:
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(DAGS))
 
 
 @pytest.fixture(scope="module")
 def env(
     admin_url: str, settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Env]:
-    """A migrated database, a lake, landing and models root, and Airflow's metadata database;
-    the process environment points the jobs (spark-submit children) and tasks at them."""
-    root = tmp_path_factory.mktemp("dags")
-    name = f"test_dags_{uuid.uuid4().hex[:8]}"
-    url = create_database(admin_url, name)
-    migrations.migrate(url, settings)
-    variables = {
-        "DATABASE_URL": url,
-        "PRECOMPUTE_LAKE_URI": str(root / "lake"),
-        "PRECOMPUTE_LANDING_ROOT": str(root / "landing"),
-        "PRECOMPUTE_MODELS_ROOT": str(root / "models"),
-        "PRECOMPUTE_SCORE_SCHEDULE": "",
-    }
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in variables.items():
-            patch.setenv(key, value)
-        job_settings = Settings()
-        for key, value in orchestration.airflow_environment(job_settings).items():
-            if key != "AIRFLOW_HOME":  # conftest chose it before Airflow was imported
-                patch.setenv(key, value)
-        subprocess.run(
-            [sys.executable, "-m", "airflow", "db", "migrate"],
-            check=True,
-            capture_output=True,
-            env=os.environ.copy(),
-        )
-        try:
-            yield Env(job_settings, url, root)
-        finally:
-            drop_database(admin_url, name)
-
-
-def run_dag(dag_id: str, conf: dict[str, Any]) -> Any:
-    """`dag.test()` with the conf; retries off, so a failure shows at once."""
-    dag = dagbag().dags[dag_id]
-    for t in dag.tasks:
-        t.retries = 0
-    return dag.test(run_conf=conf)
-
-
-def states(run: Any) -> dict[str, str]:
-    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    with airflow_env(admin_url, settings, tmp_path_factory.mktemp("dags")) as made:
+        yield made
 
 
 def test_every_dag_imports_with_tags_retries_and_documented_params(env: Env) -> None:
