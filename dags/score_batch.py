@@ -41,15 +41,17 @@ with DAG(
     tags=["precompute", "scoring"],
     render_template_as_native_obj=True,  # job arguments travel as lists, not strings
     params={
+        # Optional inputs admit null: the trigger form marks a Param whose type does not as
+        # required and keeps the Trigger button disabled until it is filled.
         "input_path": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             description="Batch file or folder to ingest (CSV, JSON lines or Parquet). Empty: "
             "the oldest batch folder under the landing root not ingested yet.",
         ),
         "batch_id": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             maxLength=200,
             description="The batch's id; reruns reuse it. Empty: the folder's name.",
         ),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 
 from airflow.sdk import DAG, Param, task
 from airflow.sdk.exceptions import AirflowSkipException
@@ -42,13 +43,16 @@ with DAG(
             "customers", type="string", minLength=1, description="Dataset contract name."
         ),
         "kind": Param("logistic_regression", enum=list(MODEL_KINDS), description="Estimator."),
+        # Optional inputs admit null, or the trigger form requires them (see score_batch).
         "table": Param(
             "training/customers",
-            type="string",
+            type=["null", "string"],
             description="Labelled Delta table in the lake (used when input_path is empty).",
         ),
         "input_path": Param(
-            "", type="string", description="Labelled batch files instead of a lake table."
+            None,
+            type=["null", "string"],
+            description="Labelled batch files instead of a lake table.",
         ),
         "estimator_params": Param(
             {},
@@ -67,10 +71,16 @@ with DAG(
     def arguments(params: dict | None = None) -> list[str]:  # type: ignore[type-arg]
         """The training job's arguments."""
         p = params or {}
-        source = ["--input", p["input_path"]] if p.get("input_path") else ["--table", p["table"]]
+        if p.get("input_path"):
+            source = ["--input", p["input_path"]]
+        elif p.get("table"):
+            source = ["--table", p["table"]]
+        else:
+            raise ValueError("give the training data: a lake table or an input path")
         args = ["--model", p["model"], "--dataset", p["dataset"], "--kind", p["kind"], *source]
         for name, value in (p.get("estimator_params") or {}).items():
-            args += ["--param", f"{name}={value}"]
+            # As JSON, so false stays a boolean and 200 a number (str() would give "False").
+            args += ["--param", f"{name}={json.dumps(value)}"]
         return args
 
     train = orchestration.spark_job("train", "arguments")

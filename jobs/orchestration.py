@@ -161,7 +161,7 @@ def plan_score(settings: Settings, params: Mapping[str, Any], stamp: str) -> Sco
     input_path = params.get("input_path") or None
     batch_id = params.get("batch_id") or None
     if input_path is None:
-        landed = next_landed_batch(settings)
+        landed = next_landed_batch(settings, version.input_schema["dataset"])
         if landed is None:
             if CHAMPION not in version.aliases or not pending_requests(settings, model):
                 return None
@@ -181,8 +181,15 @@ def _share(params: Mapping[str, Any], settings: Settings) -> float:
     return settings.max_rejected_share if value is None else float(value)
 
 
-def next_landed_batch(settings: Settings) -> tuple[str, str] | None:
-    """The oldest folder under the landing root whose batch no run has ingested: (id, path)."""
+def next_landed_batch(settings: Settings, dataset: str) -> tuple[str, str] | None:
+    """The oldest folder under the landing root whose batch is not in the dataset's incoming
+    table yet: (id, path). "Ingested" is the lake's own record, ingest's Delta transaction, not
+    run records: an ingest that failed after recording its counts is picked up again."""
+    from deltalake import DeltaTable
+
+    from jobs.ingest import ingest_txn
+    from jobs.validation import incoming_table
+
     root = Path(settings.landing_root)
     if not root.is_dir():
         return None
@@ -190,18 +197,11 @@ def next_landed_batch(settings: Settings) -> tuple[str, str] | None:
         (p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))),
         key=lambda p: (p.stat().st_mtime, p.name),
     )
-    if not folders:
-        return None
-    rows = database.fetch(
-        settings,
-        "writer",
-        "SELECT DISTINCT batch_id FROM precompute.runs "
-        "WHERE batch_id = ANY(%s) AND rows_read IS NOT NULL",
-        ([p.name for p in folders],),
-    )
-    ingested = {r[0] for r in rows}
+    uri = f"{settings.lake_uri}/{incoming_table(dataset)}"
+    table = DeltaTable(uri) if folders and DeltaTable.is_deltatable(uri) else None
     for folder in folders:
-        if folder.name not in ingested:
+        app_id = ingest_txn(dataset, folder.name).app_id
+        if table is None or table.transaction_version(app_id) is None:
             return folder.name, str(folder)
     return None
 

@@ -377,6 +377,17 @@ def check_name(what: str, name: str) -> None:
         )
 
 
+def lock_model_of_version(cur: Cursor, version_id: int) -> None:
+    """Take the lock every alias move takes (the model's row), for the version's model: whoever
+    else checks "is this version aliased?" and acts on the answer (serving prune) holds it so
+    that no promotion lands between the check and the act."""
+    cur.execute(
+        "SELECT 1 FROM precompute.models m JOIN precompute.model_versions v USING (model_id) "
+        "WHERE v.version_id = %s FOR UPDATE OF m",
+        (version_id,),
+    )
+
+
 def _set_alias(cur: Cursor, model_id: int, alias: str, version_id: int) -> None:
     cur.execute(
         """

@@ -38,6 +38,7 @@ from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
 
 from jobs import score_requests
+from jobs.registry import lock_model_of_version
 from jobs.run_records import CountMismatch
 from precompute import database
 
@@ -357,6 +358,9 @@ def prune(url: str, hint: str, keep: int) -> list[Removed]:
                 "SELECT pg_advisory_xact_lock(hashtext('precompute.publish'), %s)",
                 (old.model_version_id,),
             )
+            # Alias moves take the model's row lock: holding it, no promotion can land between
+            # this check and the drop (it waits, and then points at a version serving nothing).
+            lock_model_of_version(cur, old.model_version_id)
             # Checked again under the lock: an alias may have moved onto it meanwhile.
             cur.execute(
                 "SELECT 1 FROM precompute.model_aliases WHERE version_id = %s",

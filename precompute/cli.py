@@ -389,6 +389,17 @@ def _model_promote(args: argparse.Namespace, settings: Settings) -> int:
         args.name, version=args.version, from_alias=args.from_alias, alias=args.alias
     )
     print(f"{args.alias} -> {version.label} (id {version.version_id})")
+    served = database.fetch(
+        settings,
+        "writer",
+        "SELECT 1 FROM precompute.serving_versions WHERE model_version_id = %s",
+        (version.version_id,),
+    )
+    if not served:
+        print(
+            f"note: {version.label} serves no predictions yet: lookups through {args.alias!r} "
+            "answer 404 until a run publishes some (the rescore DAG scores every entity)"
+        )
     return 0
 
 

@@ -1,7 +1,9 @@
 """Background servers the project starts for the demo (Airflow, the lookup API).
 
 Each has a PID file under `var/run` and a log under `var/log`, and runs in its own process group
-so that stopping it also stops its children (Airflow standalone is five processes).
+so that stopping it also stops its children (Airflow standalone is five processes). The PID file
+holds the process's start time too: a PID the system has since given to another program is not
+ours, and stopping must never signal that program's group.
 """
 
 from __future__ import annotations
@@ -25,14 +27,14 @@ class Service:
     log: Path
 
     def pid(self) -> int | None:
-        """The running server's PID, None when it is not running."""
+        """The running server's PID, None when it is not running (or the PID is reused)."""
         try:
-            pid = int(self.pid_file.read_text().strip())
-            os.kill(pid, 0)
-        except (FileNotFoundError, ValueError, ProcessLookupError):
+            pid_text, _, started = self.pid_file.read_text().strip().partition(" ")
+            pid = int(pid_text)
+        except (FileNotFoundError, ValueError):
             return None
-        except PermissionError:
-            return pid  # alive, owned by someone else
+        if not started or start_time(pid) != started:
+            return None  # gone, or the PID now belongs to another program
         return pid
 
     def start(self, argv: Sequence[str], env: Mapping[str, str]) -> int:
@@ -47,14 +49,15 @@ class Service:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # its own process group: stop() ends the children too
             )
-        self.pid_file.write_text(str(process.pid))
+        self.pid_file.write_text(f"{process.pid} {start_time(process.pid)}")
         return process.pid
 
     def stop(self, timeout: float = 30) -> str:
         pid = self.pid()
         if pid is None:
+            stale = self.pid_file.exists()
             self.pid_file.unlink(missing_ok=True)
-            return "not running"
+            return "not running (removed a stale PID file)" if stale else "not running"
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
@@ -65,6 +68,17 @@ class Service:
                 os.killpg(pid, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
         return f"stopped (was PID {pid})"
+
+
+def start_time(pid: int) -> str | None:
+    """When the process started, in clock ticks since boot (/proc/PID/stat field 22); None when
+    there is no such process. A PID is reused; a PID with its start time is not."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces: count after it.
+    return stat.rpartition(")")[2].split()[19]
 
 
 def _group_alive(pid: int) -> bool:

@@ -329,3 +329,24 @@ def test_a_killed_ingest_leaves_the_tables_unchanged_and_a_rerun_completes(
     result = ingest(spark, job_settings, request(big, "k1"))
     assert result.counts is not None and result.counts.accepted == 400_000
     assert incoming(job_settings).to_pyarrow_table().num_rows == 400_005
+
+
+def test_the_scheduler_picks_a_batch_up_until_the_lake_holds_it(
+    spark: Any, job_settings: Settings
+) -> None:
+    from jobs.orchestration import next_landed_batch
+
+    landing = Path(job_settings.landing_root)
+    rejected = write_csv(landing / "s1", [*good_lines(1), BAD_CSV["range"][0], BAD_CSV["type"][0]])
+    assert next_landed_batch(job_settings, "customers") == ("s1", str(rejected))
+    # Its ingest fails after recording its counts (two of three rows rejected): the batch is
+    # not in the incoming table, so the next scheduled run takes it again.
+    with pytest.raises(RejectedShareExceeded):
+        ingest(spark, job_settings, request(rejected, "s1"))
+    assert fetch_all(
+        job_settings.database_url.get_secret_value(),  # type: ignore[union-attr]
+        "SELECT rows_read FROM precompute.runs WHERE run_id = 'run-s1'",
+    ) == [(3,)]
+    assert next_landed_batch(job_settings, "customers") == ("s1", str(rejected))
+    ingest(spark, job_settings, request(rejected, "s1", max_rejected_share=0.9))
+    assert next_landed_batch(job_settings, "customers") is None

@@ -623,6 +623,40 @@ def test_a_score_request_goes_from_submission_to_done_through_a_real_run(
     assert fetch_all(setup.admin_url, state, (ids[1],)) == [("failed", 2)]
 
 
+def test_a_promotion_during_prune_waits_and_never_leaves_an_alias_on_a_dropped_version(
+    setup: Setup,
+) -> None:
+    # v1 (champion) and v2 (challenger) are served; with champion moved to v2, a prune keeping
+    # one version would drop v1 - unless an alias moves back onto v1 before the drop.
+    registry = Registry(setup.settings)
+    registry.move_aliases(MODEL, {"challenger": None, "champion": 2})
+    url = database.database_url(setup.settings, "writer")
+    promoter = database.connect(url)
+    try:
+        with promoter.cursor() as cur:  # a promotion of v1, in flight: the lock promote takes
+            cur.execute(
+                "SELECT model_id FROM precompute.models WHERE name = %s FOR UPDATE", (MODEL,)
+            )
+            cur.execute(
+                "UPDATE precompute.model_aliases a SET version_id = v.version_id "
+                "FROM precompute.model_versions v WHERE v.model_id = a.model_id "
+                "AND v.version = 1 AND a.alias = 'champion'"
+            )
+        pruned: list[Any] = []
+        pruning = threading.Thread(target=lambda: pruned.extend(serving.prune(url, "", keep=1)))
+        pruning.start()
+        pruning.join(timeout=2)
+        assert pruning.is_alive(), "prune went ahead while a promotion held the model"
+        promoter.commit()  # champion -> v1
+        pruning.join(timeout=30)
+        assert not pruning.is_alive()
+        assert [(r.model, r.version) for r in pruned] == []  # v1 is the champion again: kept
+        assert served(setup, setup.champion) != {}
+    finally:
+        promoter.close()
+        registry.move_aliases(MODEL, {"champion": 1, "challenger": 2})
+
+
 def test_prune_keeps_the_newest_and_every_aliased_version(setup: Setup) -> None:
     # Earlier tests published v1 (champion) and v2 (challenger).
     registry = Registry(setup.settings)
