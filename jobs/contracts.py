@@ -7,14 +7,20 @@ validates every row against it, and a model bundle records the contract it was t
 
 from __future__ import annotations
 
-import datetime
-import math
+import codecs
 import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from precompute.errors import PrecomputeError
 
@@ -66,11 +72,22 @@ class Contract(BaseModel):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
     version: int = Field(gt=0)
     description: str = ""
+    # How producers encode text files (CSV): a row whose bytes are not valid in it is
+    # quarantined, never changed. JSON lines are UTF-8, as JSON requires.
+    encoding: str = "utf-8"
     entity_id: Column
     event_time: Column | None = None
     features: tuple[Column, ...] = Field(min_length=1)
     # What a model learns to predict: present in training data only, never in scoring batches.
     label: Column | None = None
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            return codecs.lookup(value).name
+        except LookupError:
+            raise ValueError(f"unknown encoding {value!r}") from None
 
     @model_validator(mode="after")
     def _columns_are_consistent(self) -> Contract:
@@ -121,22 +138,6 @@ class Contract(BaseModel):
             "features": [column(c) for c in self.features],
         }
 
-    def check_features(self, values: dict[str, Any]) -> list[str]:
-        """What is wrong with one record of feature values given as JSON (empty: nothing).
-
-        The same rules as ingest's validation, for records that arrive one at a time (an
-        asynchronous score request) rather than in a batch.
-        """
-        declared = {c.name: c for c in self.features}
-        problems = [
-            f"{name}: not a feature of {self.ref}" for name in values if name not in declared
-        ]
-        for column in self.features:
-            problem = _check_value(column, values.get(column.name))
-            if problem:
-                problems.append(f"{column.name}: {problem}")
-        return problems
-
     def for_training(self) -> Contract:
         """The contract training data must meet: every column, plus a label on every row."""
         if self.label is None:
@@ -146,44 +147,6 @@ class Contract(BaseModel):
             )
         label = self.label.model_copy(update={"nullable": False})
         return self.model_copy(update={"features": (*self.features, label), "label": None})
-
-
-def _check_value(column: Column, value: Any) -> str | None:
-    if value is None:
-        return None if column.nullable else "a value is required"
-    kind = column.type
-    if kind == "boolean" and not isinstance(value, bool):
-        return "must be true or false"
-    if kind == "long" and (isinstance(value, bool) or not isinstance(value, int)):
-        return "must be a whole number"
-    if kind == "double":
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return "must be a number"
-        if not math.isfinite(value):
-            return "must be finite"
-    if kind in ("string", "date", "timestamp") and not isinstance(value, str):
-        return "must be a string"
-    if kind == "date":
-        try:
-            datetime.date.fromisoformat(value)
-        except ValueError:
-            return "must be a date, YYYY-MM-DD"
-    if kind == "timestamp":
-        try:
-            datetime.datetime.fromisoformat(value)
-        except ValueError:
-            return "must be an ISO 8601 timestamp"
-    if kind in ("long", "double"):
-        if column.min is not None and value < column.min:
-            return f"must be at least {column.min:g}"
-        if column.max is not None and value > column.max:
-            return f"must be at most {column.max:g}"
-    if kind == "string":
-        if column.max_length is not None and len(value) > column.max_length:
-            return f"must be at most {column.max_length} characters"
-        if column.allowed is not None and value not in column.allowed:
-            return f"must be one of {', '.join(column.allowed)}"
-    return None
 
 
 def load_contract(directory: Path, name: str, version: int | None = None) -> Contract:

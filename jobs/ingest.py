@@ -24,8 +24,9 @@ from precompute.errors import PrecomputeError
 from precompute.settings import Settings
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
+    from jobs.lake import CommitResult, Lake, Target
     from jobs.landing import Format
 
 
@@ -110,9 +111,6 @@ def _ingest(
 ) -> IngestResult:
     # Imported here, not at the top: `precompute` builds its parser from this module, and
     # these pull in pyarrow, which every other command would pay for at start-up.
-    from pyspark.sql import Observation
-    from pyspark.sql import functions as F
-
     from jobs import landing, validation
 
     engine = lake(spark, settings)
@@ -138,14 +136,49 @@ def _ingest(
     files = landing.batch_files(request.input_path)
     fmt = request.format or landing.detect_format(files)
     raw = landing.read_batch(spark, files, fmt, contract)
-    validated = validation.validate(raw, contract)
+    with landing.read_errors(files):
+        validated = validation.validate(raw, contract)  # its duplicate check reads the batch
+        counts, q = _quarantine(engine, validated, targets, txn, metadata(run_id, request.batch_id))
+    recorder.record_ingest(counts)
+    share = counts.quarantined / counts.read if counts.read else 0.0
+    if share > limit:
+        raise RejectedShareExceeded(
+            f"batch {request.batch_id}: {counts.quarantined} of {counts.read} rows rejected "
+            f"({share:.1%}, above the limit of {limit:.1%}). The quarantine table "
+            f"(version {q.version}) holds them with their reasons; nothing was appended "
+            "to incoming. Fix the input, or rerun with a higher --max-rejected-share to "
+            "append the valid rows."
+        )
+    with landing.read_errors(files):
+        i = engine.append(
+            validated.where(validated[validation.ROUTE] == validation.INCOMING),
+            targets[validation.INCOMING],
+            txn,
+            metadata(run_id, request.batch_id),
+        )
+    return IngestResult(request.batch_id, run_id, counts, i.version, q.version, False)
+
+
+def _quarantine(
+    engine: Lake,
+    validated: DataFrame,
+    targets: dict[str, Target],
+    txn: Txn,
+    metadata: dict[str, str],
+) -> tuple[IngestCounts, CommitResult]:
+    """Append the rejected rows to the quarantine, counting every row on the way.
+
+    The quarantine is written first, by a pass that also counts every row (an observation, not
+    a second job), so the rejected share is known before incoming is touched. Incoming is a
+    second pass: caching the validated rows instead measured slower than reading again.
+    """
+    from pyspark.sql import Observation
+    from pyspark.sql import functions as F
+
+    from jobs import validation
+
     route = validated[validation.ROUTE]
-    metadata = {"precompute.batch_id": request.batch_id, "precompute.run_id": run_id}
-    # The quarantine is written first, by a pass that also counts every row on its way
-    # (an observation, not a second job): the rejected share is known before incoming is
-    # touched. Incoming is then a second pass; caching the validated rows instead measured
-    # slower than reading the batch again.
-    seen = Observation(f"ingest-{run_id}")
+    seen = Observation(f"ingest-{txn.app_id}")
     observed = validated.observe(
         seen,
         F.count(F.lit(1)).alias("read"),
@@ -163,24 +196,12 @@ def _ingest(
         routed: dict[str, int] = dict(validated.groupBy(validation.ROUTE).count().collect())
         quarantined = int(routed.get(validation.QUARANTINE, 0))
         read = quarantined + int(routed.get(validation.INCOMING, 0))
-    counts = IngestCounts(read, read - quarantined, quarantined)
-    recorder.record_ingest(counts)
-    share = quarantined / read if read else 0.0
-    if share > limit:
-        raise RejectedShareExceeded(
-            f"batch {request.batch_id}: {quarantined} of {read} rows rejected "
-            f"({share:.1%}, above the limit of {limit:.1%}). The quarantine table "
-            f"(version {q.version}) holds them with their reasons; nothing was appended "
-            "to incoming. Fix the input, or rerun with a higher --max-rejected-share to "
-            "append the valid rows."
-        )
-    i = engine.append(
-        validated.where(route == validation.INCOMING),
-        targets[validation.INCOMING],
-        txn,
-        metadata,
-    )
-    return IngestResult(request.batch_id, run_id, counts, i.version, q.version, False)
+    return IngestCounts(read, read - quarantined, quarantined), q
+
+
+def metadata(run_id: str, batch_id: str) -> dict[str, str]:
+    """What each ingest commit says about itself in the table's history."""
+    return {"precompute.batch_id": batch_id, "precompute.run_id": run_id}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

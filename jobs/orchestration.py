@@ -227,7 +227,7 @@ def check_run(settings: Settings, run_id: str, max_rejected_share: float, max_ps
         "writer",
         """
         SELECT r.mode, r.batch_id, r.state, r.rows_read, r.rows_accepted, r.rows_quarantined,
-               r.rows_scored, r.rows_published, r.rows_requested,
+               r.rows_scored, r.rows_published, r.rows_requested, r.rows_unpublished,
                CASE WHEN r.rows_read > 0 THEN r.rows_quarantined::float8 / r.rows_read END,
                (SELECT m.value FROM precompute.run_metrics m
                  WHERE m.run_id = r.run_id AND m.name = 'psi')
@@ -237,14 +237,27 @@ def check_run(settings: Settings, run_id: str, max_rejected_share: float, max_ps
     )
     if not rows:
         raise RunCheckFailed(f"run {run_id} was never recorded: did its stages run?")
-    mode, batch, state, read, accepted, quarantined, scored, published, requested, share, psi = (
-        rows[0]
-    )
+    (
+        mode,
+        batch,
+        state,
+        read,
+        accepted,
+        quarantined,
+        scored,
+        published,
+        requested,
+        unpublished,
+        share,
+        psi,
+    ) = rows[0]
     problems = []
     if state != "succeeded":
         problems.append(f"the run is {state}, not succeeded")
-    if published != scored:
-        problems.append(f"{published} rows published but {scored} scored")
+    if (published or 0) + unpublished != scored:
+        problems.append(
+            f"{published} rows published and {unpublished} left out but {scored} scored"
+        )
     if mode == "incremental" and scored != (accepted or 0) + (requested or 0):
         problems.append(f"{scored} rows scored but {accepted} accepted and {requested} requested")
     if mode == "requests" and scored != requested:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import sys
 import time
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
+from jobs import rules
 from jobs.run_records import CountMismatch, RunInfo, RunRecorder
 from precompute import database
 from precompute.errors import PrecomputeError
@@ -95,6 +97,9 @@ def publish(spark: SparkSession, settings: Settings, run_id: str) -> PublishResu
 def _publish(
     spark: SparkSession, settings: Settings, info: RunInfo, recorder: RunRecorder
 ) -> PublishResult:
+    from pyspark.sql import Observation
+    from pyspark.sql import functions as F
+
     from jobs import predictions, serving
     from jobs.lake import lake
 
@@ -104,7 +109,7 @@ def _publish(
     assert info.rows_scored is not None
     published = serving.is_published(url, hint, info.run_id)
     if published is not None:
-        recorder.record_published(published)
+        recorder.record_published(published, info.rows_scored - published)
         return PublishResult(info.run_id, published, None, {})
 
     pub = serving.Publication(
@@ -115,18 +120,27 @@ def _publish(
     planned = serving.prepare(url, hint, pub)
     try:
         rows = predictions.run_rows(lake(spark, settings), info.run_id, info.scored_at)
+        # An entity id no lookup could serve (control characters, NUL which PostgreSQL refuses,
+        # too long) is left out and counted, never a reason to refuse the rest of the batch.
+        servable = rules.servable(F.col("entity_id"))
+        left_out = Observation(f"publish-{info.run_id}")
+        observed = rows.observe(left_out, F.count(F.when(~servable, 1)).alias("n"))
         copied = copy_rows(
-            rows.select(*serving.COPY_COLUMNS),
+            observed.where(servable).select(*serving.COPY_COLUMNS),
             url,
             serving.copy_statement(pub),
             settings.publish_streams or spark.sparkContext.defaultParallelism,
         )
         seconds["copy"] = time.perf_counter() - started
-        if copied != info.rows_scored:
+        unpublished = int(left_out.get["n"])
+        if copied + unpublished != info.rows_scored:
             raise CountMismatch(
                 f"run {info.run_id}: {info.rows_scored} rows were scored but the predictions "
-                f"table holds {copied} for it; nothing was published"
+                f"table holds {copied + unpublished} for it; nothing was published"
             )
+        pub = dataclasses.replace(pub, rows_unpublished=unpublished)
+        if unpublished:
+            _report_unpublished(rows.where(~servable), unpublished, recorder)
         if planned == "swap":
             mark = time.perf_counter()
             serving.index(url, hint, pub)
@@ -137,14 +151,26 @@ def _publish(
     except serving.AlreadyPublished:
         _drop_quietly(url, hint, pub)
         published = serving.is_published(url, hint, info.run_id) or 0
-        recorder.record_published(published)
+        recorder.record_published(published, info.rows_scored - published)
         return PublishResult(info.run_id, published, None, {})
     except BaseException:
         _drop_quietly(url, hint, pub)
         raise
-    recorder.record_published(applied.rows_published)
+    recorder.record_published(applied.rows_published, unpublished)
     _deliver_callbacks(settings)
     return PublishResult(info.run_id, applied.rows_published, applied.strategy, seconds)
+
+
+def _report_unpublished(rows: DataFrame, count: int, recorder: RunRecorder) -> None:
+    """Say which rows were left out, in the log and as a run metric analysts can query."""
+    examples = [repr(r["entity_id"]) for r in rows.select("entity_id").limit(5).collect()]
+    print(
+        f"warning: {count} scored rows not published: their entity ids cannot be served "
+        f"(control characters, or over {rules.ID_MAX_LENGTH} characters), e.g. "
+        + ", ".join(examples),
+        file=sys.stderr,
+    )
+    recorder.record_metrics({"unpublished_ids": (float(count), {"examples": examples})})
 
 
 def _deliver_callbacks(settings: Settings) -> None:

@@ -1,12 +1,22 @@
-"""Run records in PostgreSQL: each stage's state, timing and row counts (writer role)."""
+"""Run records in PostgreSQL: each stage's state, timing and row counts (writer role).
+
+Every attempt of a stage is a row of its own, so a rerun that finds nothing to do (recorded as
+skipped) keeps the attempt that did the work. While a stage runs, a thread renews its lease and
+its run's (the heartbeat, every third of `PRECOMPUTE_STAGE_LEASE_SECONDS`): a job that is killed
+stops renewing, its attempt reads as abandoned once the lease is over, and the next attempt of
+the stage takes over. An attempt whose lease is still live makes a second one refuse to start.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import psycopg2
 from psycopg2.extras import Json
 
 from precompute import database
@@ -19,6 +29,10 @@ StageState = Literal["succeeded", "failed", "skipped"]
 
 class CountMismatch(PrecomputeError):
     """A stage's row counts do not add up with the stage before it."""
+
+
+class StageBusy(PrecomputeError):
+    """Another attempt of the stage is running and renewing its lease."""
 
 
 @dataclass(frozen=True)
@@ -50,9 +64,12 @@ class RunRecorder:
     def __init__(self, settings: Settings, run_id: str, mode: str, batch_id: str | None) -> None:
         self.url = database.database_url(settings, "writer")
         self.hint = database.unreachable_hint(settings)
+        self.lease = datetime.timedelta(seconds=settings.stage_lease_seconds)
         self.run_id = run_id
         self.mode = mode
         self.batch_id = batch_id
+        self._attempts: dict[Stage, int] = {}
+        self._heartbeats: dict[Stage, _Heartbeat] = {}
 
     def _execute(self, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
         with database.transaction(self.url, hint=self.hint) as cursor:
@@ -60,31 +77,76 @@ class RunRecorder:
             return cursor.fetchall() if cursor.description else []
 
     def start_stage(self, stage: Stage) -> int:
-        """Mark the run and the stage running; returns the stage's attempt number."""
+        """Mark the run running and start a new attempt of the stage, taking over from an
+        abandoned one; returns its attempt number. Refuses while another attempt is live."""
+        with database.transaction(self.url, hint=self.hint) as cur:
+            cur.execute(
+                """
+                INSERT INTO precompute.runs (run_id, mode, batch_id, state, started_at, lease_until)
+                VALUES (%s, %s, %s, 'running', now(), now() + %s)
+                ON CONFLICT (run_id) DO UPDATE
+                   SET state = 'running', error = NULL, finished_at = NULL,
+                       lease_until = EXCLUDED.lease_until,
+                       started_at = coalesce(runs.started_at, now())
+                """,
+                (self.run_id, self.mode, self.batch_id, self.lease),
+            )
+            # Serialise attempts of one stage of one run on the run's row.
+            cur.execute(
+                "SELECT 1 FROM precompute.runs WHERE run_id = %s FOR UPDATE", (self.run_id,)
+            )
+            cur.execute(
+                """
+                UPDATE precompute.run_stages
+                   SET state = 'abandoned', finished_at = lease_until,
+                       error = 'its job stopped renewing its lease (killed or lost)'
+                 WHERE run_id = %s AND stage = %s AND state = 'running' AND lease_until < now()
+                """,
+                (self.run_id, stage),
+            )
+            cur.execute(
+                """
+                SELECT attempt, started_at, lease_until FROM precompute.run_stages
+                 WHERE run_id = %s AND stage = %s AND state = 'running'
+                """,
+                (self.run_id, stage),
+            )
+            live = cur.fetchone()
+            if live is not None:
+                raise StageBusy(
+                    f"run {self.run_id}: attempt {live[0]} of its {stage} stage is running "
+                    f"(started {live[1]:%Y-%m-%d %H:%M:%S}, lease until "
+                    f"{live[2]:%H:%M:%S}): wait for it, or for its lease to end if it died"
+                )
+            cur.execute(
+                """
+                INSERT INTO precompute.run_stages (run_id, stage, state, attempt, lease_until)
+                SELECT %s, %s, 'running', coalesce(max(attempt), 0) + 1, now() + %s
+                  FROM precompute.run_stages WHERE run_id = %s AND stage = %s
+                RETURNING attempt
+                """,
+                (self.run_id, stage, self.lease, self.run_id, stage),
+            )
+            attempt = int(cur.fetchone()[0])
+        self._attempts[stage] = attempt
+        beat = _Heartbeat(self, stage, attempt)
+        self._heartbeats[stage] = beat
+        beat.start()
+        return attempt
+
+    def renew(self, stage: Stage, attempt: int) -> None:
+        """Extend the running attempt's lease and its run's."""
         self._execute(
             """
-            INSERT INTO precompute.runs (run_id, mode, batch_id, state, started_at)
-            VALUES (%s, %s, %s, 'running', now())
-            ON CONFLICT (run_id) DO UPDATE
-               SET state = 'running', error = NULL, finished_at = NULL,
-                   started_at = coalesce(runs.started_at, now())
+            WITH stage AS (
+                UPDATE precompute.run_stages SET lease_until = now() + %s
+                 WHERE run_id = %s AND stage = %s AND attempt = %s AND state = 'running'
+            )
+            UPDATE precompute.runs SET lease_until = now() + %s
+             WHERE run_id = %s AND state = 'running'
             """,
-            (self.run_id, self.mode, self.batch_id),
+            (self.lease, self.run_id, stage, attempt, self.lease, self.run_id),
         )
-        rows = self._execute(
-            """
-            INSERT INTO precompute.run_stages (run_id, stage, state)
-            VALUES (%s, %s, 'running')
-            ON CONFLICT (run_id, stage) DO UPDATE
-               SET state = 'running', attempt = run_stages.attempt + 1, error = NULL,
-                   rows_in = NULL, rows_out = NULL, rows_rejected = NULL,
-                   started_at = now(), finished_at = NULL
-            RETURNING attempt
-            """,
-            (self.run_id, stage),
-        )
-        attempt: int = rows[0][0]  # type: ignore[assignment]
-        return attempt
 
     def finish_stage(
         self,
@@ -96,36 +158,49 @@ class RunRecorder:
         rows_rejected: int | None = None,
         error: str | None = None,
     ) -> None:
+        beat = self._heartbeats.pop(stage, None)
+        if beat is not None:
+            beat.stop()
         self._execute(
             """
             UPDATE precompute.run_stages
                SET state = %s, rows_in = %s, rows_out = %s, rows_rejected = %s, error = %s,
-                   finished_at = now()
-             WHERE run_id = %s AND stage = %s
+                   finished_at = now(), lease_until = NULL
+             WHERE run_id = %s AND stage = %s AND attempt = %s
             """,
-            (state, rows_in, rows_out, rows_rejected, error, self.run_id, stage),
+            (
+                state,
+                rows_in,
+                rows_out,
+                rows_rejected,
+                error,
+                self.run_id,
+                stage,
+                self._attempts[stage],
+            ),
         )
         if state == "failed":
             self._execute(
                 """
-                UPDATE precompute.runs SET state = 'failed', error = %s, finished_at = now()
+                UPDATE precompute.runs SET state = 'failed', error = %s, finished_at = now(),
+                                           lease_until = NULL
                  WHERE run_id = %s
                 """,
                 (f"{stage}: {error}", self.run_id),
             )
 
     def record_check(self, *, passed: bool, error: str | None = None) -> None:
-        """The after-publish check's outcome; a failed check fails the run, saying why."""
+        """The after-publish check's outcome, as an attempt of its own; a failed check fails
+        the run, saying why."""
         state = "succeeded" if passed else "failed"
         self._execute(
             """
-            INSERT INTO precompute.run_stages (run_id, stage, state, error, finished_at)
-            VALUES (%s, 'check', %s, %s, now())
-            ON CONFLICT (run_id, stage) DO UPDATE
-               SET state = excluded.state, error = excluded.error, started_at = now(),
-                   finished_at = now(), attempt = run_stages.attempt + 1
+            INSERT INTO precompute.run_stages
+                (run_id, stage, state, attempt, error, started_at, finished_at)
+            SELECT %s, 'check', %s, coalesce(max(attempt), 0) + 1, %s, now(), now()
+              FROM precompute.run_stages WHERE run_id = %s AND stage = 'check'
             """,
-            (self.run_id, state, error),
+            (self.run_id, state, error, self.run_id),
         )
         if not passed:
             self._execute(
@@ -210,13 +285,37 @@ class RunRecorder:
                     (self.run_id, name, value, Json(detail) if detail is not None else None),
                 )
 
-    def record_published(self, rows_published: int) -> None:
-        """The publish count, and the run's success: publish is its last stage."""
+    def record_published(self, rows_published: int, rows_unpublished: int = 0) -> None:
+        """The publish counts, and the run's success: publish is its last stage."""
         self._execute(
             """
             UPDATE precompute.runs
-               SET rows_published = %s, state = 'succeeded', error = NULL, finished_at = now()
+               SET rows_published = %s, rows_unpublished = %s, state = 'succeeded',
+                   error = NULL, finished_at = now(), lease_until = NULL
              WHERE run_id = %s
             """,
-            (rows_published, self.run_id),
+            (rows_published, rows_unpublished, self.run_id),
         )
+
+
+class _Heartbeat(threading.Thread):
+    """Renews a running attempt's lease until stopped; a failed renewal is tried again at the
+    next beat (the lease is three beats long)."""
+
+    def __init__(self, recorder: RunRecorder, stage: Stage, attempt: int) -> None:
+        super().__init__(name=f"heartbeat-{stage}", daemon=True)
+        self.recorder = recorder
+        self.stage = stage
+        self.attempt = attempt
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        every = self.recorder.lease.total_seconds() / 3
+        while not self._stopped.wait(every):
+            # The database away for now is no reason to stop: the lease covers two more beats.
+            with contextlib.suppress(PrecomputeError, psycopg2.Error):
+                self.recorder.renew(self.stage, self.attempt)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join(timeout=5)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from jobs import rules
 from jobs.contracts import Contract
 from precompute import database
 
@@ -60,11 +61,11 @@ def claim(url: str, hint: str, model: str, run_id: str, contract: Contract) -> C
         claimed = cur.fetchall()
         good, bad = [], []
         for request_id, entity_id, features in claimed:
-            problems = contract.check_features(features)
+            record = {contract.entity_id.name: entity_id, **features}
+            problems = rules.check_record(contract, record, rules.request_columns(contract))
             if problems:
-                bad.append(
-                    (f"features do not fit {contract.ref}: " + "; ".join(problems), request_id)
-                )
+                why = rules.explain(contract, problems)
+                bad.append((f"features do not fit {contract.ref}: {why}", request_id))
             else:
                 good.append((entity_id, features))
         if bad:

@@ -68,6 +68,7 @@ class Publication:
     model_version_id: int
     scored_at: datetime.datetime
     rows_scored: int
+    rows_unpublished: int = 0  # scored rows left out (ids that cannot be served)
 
     @property
     def staging(self) -> sql.Composed:
@@ -191,9 +192,10 @@ def apply(url: str, hint: str, pub: Publication, planned: Strategy) -> Applied:
             if planned != "swap":  # swap's key was built by `index`, outside this transaction
                 _add_key(cur, pub)
             applied = _swap(cur, pub, exists, kept)
-        if applied.rows_published != pub.rows_scored:
+        expected = pub.rows_scored - pub.rows_unpublished
+        if applied.rows_published != expected:
             raise CountMismatch(
-                f"run {pub.run_id}: {pub.rows_scored} rows were scored but "
+                f"run {pub.run_id}: {expected} rows were scored to publish but "
                 f"{applied.rows_published} would have been published; the publish was "
                 "rolled back and serving is unchanged"
             )

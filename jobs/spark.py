@@ -27,6 +27,11 @@ def spark_conf(settings: Settings, app_name: str, submitted_master: str | None) 
         # INT96 (Spark's default) is not a Delta timestamp type.
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
         "spark.driver.memory": settings.spark_driver_memory,
+        # Producers' CSV comes in more encodings than the few Spark 4 allows by default.
+        "spark.sql.legacy.javaCharsets": "true",
+        # pandas writes nanosecond timestamps, which Spark cannot read as timestamps: read them
+        # as their numbers, which ingest converts knowing the unit (jobs.landing).
+        "spark.sql.legacy.parquet.nanosAsLong": "true",
         "spark.sql.adaptive.enabled": "true",
         # With pruning on, a CSV line with too few or too many fields is not flagged as
         # corrupt when only some columns are selected; ingest must see every such line.

@@ -1,15 +1,15 @@
 """Row validation against a dataset contract, as Spark expressions (no Python per row).
 
 Every raw row comes out once, routed to `incoming` (typed, ready to score) or to `quarantine`
-(its raw content and a list of machine-readable reasons). Reason codes:
+(its raw content and a list of machine-readable reasons). The per-value rules are the contract's
+rule set (`jobs.rules`: type_error, null_required, invalid_id, out_of_range, unknown_category),
+which the lookup API runs in Python on score requests; ingest adds the batch-level ones:
 
-- `type_error`: a value that does not parse as the column's type (or a non-finite number);
-- `null_required`: no value in a column that must have one (a blank entity id counts);
-- `out_of_range`: below `min`, above `max`, or longer than `max_length`;
-- `unknown_category`: a string outside the column's `allowed` values;
 - `duplicate_entity_id`: the entity id appears more than once in the batch (every copy is
   quarantined: nothing says which one is right);
-- `corrupt_line`: a line the CSV or JSON reader could not parse at all.
+- `corrupt_line`: a line the CSV or JSON reader could not parse at all;
+- `encoding_error`: a row whose bytes are not valid text in the contract's encoding (kept as
+  it came, one character per byte).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING
 
+from jobs import rules
 from jobs.contracts import Column, Contract
 from jobs.lake import Target
 from jobs.landing import SOURCE_FILE, RawBatch
@@ -47,7 +48,6 @@ INGEST_COLUMNS = ("batch_id", "ingested_at", "ingest_date")
 PARTITION_BY = ("ingest_date",)
 # Above this many duplicated ids, let Spark plan the join instead of broadcasting the set.
 BROADCAST_DUPLICATES = 2_000_000
-FRACTIONAL = ("double", "float")
 
 
 def incoming_table(dataset: str) -> str:
@@ -91,17 +91,21 @@ def validate(raw: RawBatch, contract: Contract) -> DataFrame:
     df = raw.df
     source_types = dict(df.dtypes)
     typed_columns = []
-    checks: list[tuple[SparkColumn, str, str]] = []
+    type_errors = {}
     for column in contract.columns:
-        value, type_error = _typed(column, source_types[column.name])
+        value, type_errors[column.name] = _typed(column, source_types[column.name])
         typed_columns.append(value.alias(f"_t_{column.name}"))
-        checks.append((type_error, "type_error", column.name))
-        checks += _rules(column, F.col(f"_t_{column.name}"))
+    checks: list[tuple[SparkColumn, str, str]] = [
+        (_condition(rule, type_errors[rule.column.name]), rule.code, rule.column.name)
+        for rule in rules.row_rules(contract)
+    ]
     entity = contract.entity_id.name
-    if contract.entity_id.type == "string":
-        checks.append((F.trim(F.col(f"_t_{entity}")) == "", "null_required", entity))
-    corrupt = F.col(raw.corrupt_column).isNotNull() if raw.corrupt_column else F.lit(False)
-    df = df.select("*", *typed_columns, corrupt.alias("_corrupt"))
+    unreadable = F.lit(False)
+    if raw.corrupt_column:
+        unreadable = F.col(raw.corrupt_column).isNotNull()
+    if raw.encoding_column:
+        unreadable = unreadable | F.col(raw.encoding_column)
+    df = df.select("*", *typed_columns, unreadable.alias("_corrupt"))
 
     df = df.withColumn("_id", F.when(~F.col("_corrupt"), F.col(f"_t_{entity}")))
     df = _flag_duplicates(df)
@@ -113,7 +117,12 @@ def validate(raw: RawBatch, contract: Contract) -> DataFrame:
     # compile, which it then interprets row by row (5x slower ingest, measured).
     df = df.withColumn("_bad", F.greatest(F.col("_corrupt"), *flags))
 
-    reasons = F.when(F.col("_corrupt"), F.array(_reason("corrupt_line", None))).otherwise(
+    why_unreadable = _reason("corrupt_line", None)
+    if raw.encoding_column:
+        why_unreadable = F.when(
+            F.col(raw.encoding_column), _reason("encoding_error", None)
+        ).otherwise(why_unreadable)
+    reasons = F.when(F.col("_corrupt"), F.array(why_unreadable)).otherwise(
         F.array_compact(
             F.array(
                 *[
@@ -123,12 +132,13 @@ def validate(raw: RawBatch, contract: Contract) -> DataFrame:
             )
         )
     )
+    # The row as it came: the reader's copy where it keeps one (a JSON line, a CSV row whose
+    # bytes are not text), the unparsable line, or the fields as JSON.
+    raw_text = F.to_json(F.struct(*[F.col(c.name) for c in contract.columns]))
+    if raw.corrupt_column is not None:
+        raw_text = F.coalesce(F.col(raw.corrupt_column), raw_text)
     if raw.raw_column is not None:
-        raw_text = F.col(raw.raw_column)
-    else:
-        raw_text = F.to_json(F.struct(*[F.col(c.name) for c in contract.columns]))
-        if raw.corrupt_column is not None:
-            raw_text = F.coalesce(F.col(raw.corrupt_column), raw_text)
+        raw_text = F.coalesce(F.col(raw.raw_column), raw_text)
     is_bad = F.col("_bad")
     # Quarantine columns are null on accepted rows, so they cost next to nothing to move.
     return df.select(
@@ -142,42 +152,59 @@ def validate(raw: RawBatch, contract: Contract) -> DataFrame:
 
 
 def _typed(column: Column, source_type: str) -> tuple[SparkColumn, SparkColumn]:
-    """The value in the contract's type, and when the raw value failed to become it."""
+    """The value in the contract's type, and when the raw value failed to become it. Text must
+    have the type's exact form (`rules.TEXT_FORMS`) before it is converted; a typed Parquet
+    column arrives in a type `jobs.landing` checked fits."""
     from pyspark.sql import functions as F
 
     raw = F.col(column.name)
     present = raw.isNotNull()
     if column.type == "string":
         return raw.cast("string"), F.lit(False)
+    target = SPARK_TYPES[column.type]
+    if source_type == "string":
+        value = F.when(raw.rlike(rules.TEXT_FORMS[column.type]), raw.try_cast(target))
+    else:
+        value = raw.try_cast(target)
+        if column.type == "double" and source_type == "bigint":
+            # Above 2^53 an int64 has no exact double: refuse rather than round it.
+            value = F.when(value.cast("bigint") == raw, value)
     if column.type == "double":
-        parsed = raw.try_cast("double")
-        finite = parsed.isNotNull() & ~F.isnan(parsed) & (F.abs(parsed) != float("inf"))
-        return F.when(finite, parsed), present & ~finite
-    target = {"long": "bigint", "boolean": "boolean", "date": "date", "timestamp": "timestamp"}
-    value = raw.try_cast(target[column.type])
-    failed = present & value.isNull()
-    if column.type == "long" and source_type in FRACTIONAL:
-        failed = failed | (present & (value != raw))  # 1.5 is not a long, even if it casts
-        value = F.when(~failed, value)
-    return value, failed
+        value = F.when(~F.isnan(value) & (F.abs(value) != float("inf")), value)
+    return value, present & value.isNull()
 
 
-def _rules(column: Column, value: SparkColumn) -> list[tuple[SparkColumn, str, str]]:
+SPARK_TYPES = {
+    "long": "bigint",
+    "double": "double",
+    "boolean": "boolean",
+    "date": "date",
+    "timestamp": "timestamp",
+}
+
+
+def _condition(rule: rules.Rule, type_error: SparkColumn) -> SparkColumn:
+    """When a row breaks `rule`, as `rules.check_record` decides it for one record."""
     from pyspark.sql import functions as F
 
-    name = column.name
-    rules = []
-    if not column.nullable:
-        rules.append((F.col(name).isNull(), "null_required", name))
-    if column.min is not None:
-        rules.append((value < F.lit(column.min), "out_of_range", name))
-    if column.max is not None:
-        rules.append((value > F.lit(column.max), "out_of_range", name))
-    if column.max_length is not None:
-        rules.append((F.length(value) > column.max_length, "out_of_range", name))
-    if column.allowed is not None:
-        rules.append((~value.isin(list(column.allowed)), "unknown_category", name))
-    return rules
+    name = rule.column.name
+    value = F.col(f"_t_{name}")
+    check = rule.check
+    if check == "type":
+        return type_error
+    if check == "required":
+        return F.col(name).isNull()
+    if check == "not_blank":
+        return F.trim(value) == ""
+    if check == "no_control":
+        return value.rlike(rules.CONTROL_CHARACTERS)
+    if check in ("id_length", "max_length"):
+        return F.length(value) > int(rule.limit)
+    if check == "min":
+        return value < F.lit(rule.limit)
+    if check == "max":
+        return value > F.lit(rule.limit)
+    return ~value.isin(list(rule.limit))  # allowed
 
 
 def _flag_duplicates(df: DataFrame) -> DataFrame:

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from jobs import rules
 from jobs.contracts import Contract, ContractError
 from lookup_api.api.errors import ApiError
 from lookup_api.core.db import Database
@@ -147,10 +148,11 @@ async def run(db: Database, run_id: str) -> dict[str, Any]:
                r.rejected_share, r.psi, r.error, r.started_at, r.finished_at,
                coalesce((SELECT jsonb_agg(jsonb_build_object(
                             'stage', s.stage, 'state', s.state, 'attempt', s.attempt,
-                            'rows_in', s.rows_in, 'rows_out', s.rows_out,
+                            'attempts', s.attempts, 'rows_in', s.rows_in,
+                            'rows_out', s.rows_out, 'rows_rejected', s.rows_rejected,
                             'started_at', s.started_at, 'finished_at', s.finished_at,
                             'error', s.error) ORDER BY s.started_at)
-                           FROM precompute.run_stages s WHERE s.run_id = r.run_id), '[]')
+                           FROM analytics.run_stages s WHERE s.run_id = r.run_id), '[]')
           FROM analytics.runs r WHERE r.run_id = $1
         """,
         run_id,
@@ -223,9 +225,10 @@ async def submit_request(
         raise ApiError(
             500, "contract_missing", f"the model's contract is not available: {exc}"
         ) from None
-    problems = contract.check_features(features)
+    record = {contract.entity_id.name: entity_id, **features}
+    problems = rules.check_record(contract, record, rules.request_columns(contract))
     if problems:
-        raise ApiError(400, "invalid_features", "; ".join(problems))
+        raise ApiError(400, "invalid_features", rules.explain(contract, problems))
     inserted = await writer.query(
         """
         INSERT INTO precompute.score_requests

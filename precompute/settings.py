@@ -112,6 +112,13 @@ class Settings(BaseSettings):
         description="Parallel COPY connections when publishing. Unset: Spark's default "
         "parallelism.",
     )
+    stage_lease_seconds: int = Field(
+        120,
+        ge=3,
+        description="A running stage renews its lease every third of this; a stage (and its run) "
+        "still running past its lease is abandoned (its job was killed or lost), and the next "
+        "attempt takes over.",
+    )
     serving_versions_kept: int = Field(
         3,
         ge=1,

@@ -32,8 +32,10 @@ BAD_CSV = {
     "null": ("n1,34,,50.5,1,0.1,basic,north,true,", ("null_required", "tenure_months")),
     "range": ("r1,34,12,-5,1,0.1,basic,north,true,", ("out_of_range", "monthly_spend")),
     "category": ("u1,34,12,50.5,1,0.1,gold,north,true,", ("unknown_category", "plan")),
-    "corrupt": ('x1,34,"12', ("corrupt_line", None)),
     "blank id": (",34,12,50.5,1,0.1,basic,north,true,", ("null_required", "customer_id")),
+    # Last: by RFC 4180 an opened quote runs on over line breaks to the next quote, so a line
+    # after this one would be part of the same (corrupt) record.
+    "corrupt": ('x1,34,"12', ("corrupt_line", None)),
 }
 
 
@@ -155,6 +157,16 @@ def test_rerunning_a_batch_adds_nothing(
     assert again.counts == mixed_batch["result"].counts
     assert (incoming(mixed_settings).version(), quarantine(mixed_settings).version()) == versions
     assert incoming(mixed_settings).to_pyarrow_table().num_rows == 20
+    # Both attempts are kept; the stage shows the one that did the work, not the no-op rerun.
+    url = mixed_settings.database_url.get_secret_value()  # type: ignore[union-attr]
+    assert fetch_all(
+        url,
+        "SELECT attempt, state, rows_in FROM precompute.run_stages "
+        "WHERE run_id = 'run-b1' ORDER BY attempt",
+    ) == [(1, "succeeded", 28), (2, "skipped", 28)]
+    assert fetch_all(
+        url, "SELECT state, attempt, attempts FROM analytics.run_stages WHERE run_id = 'run-b1'"
+    ) == [("succeeded", 1, 2)]
 
 
 def test_json_lines_keep_the_raw_line_and_flag_corrupt_ones(
@@ -181,14 +193,14 @@ def test_json_lines_keep_the_raw_line_and_flag_corrupt_ones(
     assert rows[lines[-2]] == [{"code": "out_of_range", "column": "age"}]
 
 
-def test_parquet_with_wrong_types_quarantines_the_rows(
+def test_parquet_non_finite_numbers_are_quarantined(
     spark: Any, job_settings: Settings, tmp_path: Path
 ) -> None:
     table = pa.table(
         {
             "customer_id": ["p1", "p2", "p3"],
             "age": [30.0, float("nan"), float("inf")],
-            "tenure_months": [1.0, 2.5, 3.0],  # a double column for a long feature
+            "tenure_months": [1, 2, 3],
             "monthly_spend": [1.0, 2.0, 3.0],
             "support_calls": pa.array([None, None, None], pa.int64()),
             "discount_rate": [0.0, 0.0, 0.0],
@@ -207,8 +219,7 @@ def test_parquet_with_wrong_types_quarantines_the_rows(
         r["entity_id"]: r["reasons"]
         for r in quarantine(job_settings).to_pyarrow_table().to_pylist()
     }
-    assert {"code": "type_error", "column": "tenure_months"} in reasons["p2"]
-    assert {"code": "type_error", "column": "age"} in reasons["p2"]  # NaN is not a number
+    assert reasons["p2"] == [{"code": "type_error", "column": "age"}]  # NaN is not a number
     assert reasons["p3"] == [{"code": "type_error", "column": "age"}]  # nor is infinity
 
 
@@ -298,6 +309,7 @@ def test_a_killed_ingest_leaves_the_tables_unchanged_and_a_rerun_completes(
     env = os.environ | {
         "DATABASE_URL": job_settings.database_url.get_secret_value(),  # type: ignore[union-attr]
         "PRECOMPUTE_LAKE_URI": job_settings.lake_uri,
+        "PRECOMPUTE_STAGE_LEASE_SECONDS": "3",
     }
     child = subprocess.Popen(
         [
@@ -310,6 +322,8 @@ def test_a_killed_ingest_leaves_the_tables_unchanged_and_a_rerun_completes(
             "k1",
             "--dataset",
             "customers",
+            "--run-id",
+            "run-k1",
         ],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -326,9 +340,20 @@ def test_a_killed_ingest_leaves_the_tables_unchanged_and_a_rerun_completes(
     # Files the killed tasks wrote are in no table version (vacuum removes them later).
     assert incoming(job_settings).version() == 0
     assert incoming(job_settings).to_pyarrow_table().num_rows == 5
+    # Its lease runs out: the run and its stage read as abandoned, not running for ever.
+    url = job_settings.database_url.get_secret_value()  # type: ignore[union-attr]
+    time.sleep(3.5)
+    shown = "SELECT state FROM analytics.{} WHERE run_id = 'run-k1'"
+    assert fetch_all(url, shown.format("runs")) == [("abandoned",)]
+    assert fetch_all(url, shown.format("run_stages")) == [("abandoned",)]
     result = ingest(spark, job_settings, request(big, "k1"))
     assert result.counts is not None and result.counts.accepted == 400_000
     assert incoming(job_settings).to_pyarrow_table().num_rows == 400_005
+    # The rerun took over: the dead attempt is kept as abandoned, the new one succeeded.
+    assert fetch_all(
+        url,
+        "SELECT attempt, state FROM precompute.run_stages WHERE run_id = 'run-k1' ORDER BY attempt",
+    ) == [(1, "abandoned"), (2, "succeeded")]
 
 
 def test_the_scheduler_picks_a_batch_up_until_the_lake_holds_it(

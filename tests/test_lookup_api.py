@@ -313,7 +313,7 @@ def test_a_score_request_is_checked_queued_and_readable(api: Api) -> None:
             {"features": FEATURES | {"age": 150.0}},
             400,
             "invalid_features",
-            "age: must be at most 120",
+            "age: must be at least 18 and at most 120",
         ),
         (
             {"features": FEATURES | {"plan": "gold"}},

@@ -6,6 +6,7 @@ tree, challenger) and shares one lake; each test ingests its own batches under i
 
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import subprocess
@@ -26,10 +27,10 @@ from pydantic import SecretStr
 from jobs import predictions, serving
 from jobs.bundle.runtime import compile_bundle
 from jobs.ingest import IngestRequest, ingest
-from jobs.lake import lake
+from jobs.lake import Txn, lake
 from jobs.publish import PublishInputError, publish
 from jobs.registry import ModelVersion, Registry
-from jobs.run_records import CountMismatch
+from jobs.run_records import CountMismatch, RunRecorder
 from jobs.sample_data import customers, with_bad_rows
 from jobs.score import ScoreInputError, ScoreRequest, score
 from jobs.train import TrainRequest, train
@@ -109,7 +110,8 @@ def served(setup: Setup, version: ModelVersion) -> dict[str, tuple[float, str | 
 
 def run_row(setup: Setup, run_id: str) -> dict[str, Any]:
     columns = (
-        "state, rows_read, rows_accepted, rows_quarantined, rows_scored, rows_published, error"
+        "state, rows_read, rows_accepted, rows_quarantined, rows_scored, rows_published, "
+        "rows_unpublished, error"
     )
     rows = fetch_all(
         setup.admin_url, f"SELECT {columns} FROM precompute.runs WHERE run_id = %s", (run_id,)
@@ -673,3 +675,41 @@ def test_prune_keeps_the_newest_and_every_aliased_version(setup: Setup) -> None:
         assert served(setup, setup.challenger) != {}
     finally:
         registry.move_aliases(MODEL, {"champion": 1, "challenger": 2})
+
+
+def test_ids_that_cannot_be_served_are_left_out_of_a_publish_not_blocking_it(
+    spark: Any, setup: Setup
+) -> None:
+    """Predictions whose entity id PostgreSQL or lookups cannot take (a NUL byte, a control
+    character, too long), as a lake written before ingest refused such ids may hold."""
+    run_id = "legacy-ids"
+    version = setup.champion
+    scored_at = datetime.datetime(2026, 11, 30, 12, tzinfo=datetime.UTC)
+    ids = ["ok-1", "nul\x00id", "ok-2", "bell\x07", "x" * 300]
+    rows = spark.createDataFrame(
+        [(i, 0.5, "true") for i in ids], "entity_id string, score double, label string"
+    )
+    target = predictions.target(MODEL, version.version_id, run_id, scored_at)
+    lake(spark, setup.settings).append(rows, target, Txn(f"precompute.score:{run_id}"))
+    recorder = RunRecorder(setup.settings, run_id, "full", None)
+    recorder.start_stage("score")
+    recorder.record_score(version.version_id, scored_at, 0, len(ids))
+    recorder.finish_stage("score", "succeeded")
+
+    result = publish(spark, setup.settings, run_id)
+
+    assert result.rows_published == 2
+    record = run_row(setup, run_id)
+    assert (record["state"], record["rows_published"], record["rows_unpublished"]) == (
+        "succeeded",
+        2,
+        3,
+    )
+    assert {e for e, (_, _, r) in served(setup, version).items() if r == run_id} == {"ok-1", "ok-2"}
+    [(count, detail)] = fetch_all(
+        setup.admin_url,
+        "SELECT value, detail FROM precompute.run_metrics "
+        "WHERE run_id = %s AND name = 'unpublished_ids'",
+        (run_id,),
+    )
+    assert count == 3 and "'nul\\x00id'" in detail["examples"]
