@@ -1,18 +1,26 @@
 """Asynchronous score requests: entities never scored, submitted through the lookup API.
 
-A scoring run of a model's champion version claims the model's pending requests (and those a
-failed run had claimed), scores them with its own rows, and its publish marks them done, in the
-publishing transaction, with the prediction the lookup API now serves. A request whose features
-no longer fit the champion's contract fails with the reason. When a batch row and a request name
-the same entity, the batch row is scored and the request gets its prediction.
+A scoring run of a model's champion version claims the model's pending requests, scores them
+with its own rows, and its publish marks them done, in the publishing transaction, with the
+prediction the lookup API now serves. When a batch row and a request name the same entity, the
+batch row is scored and the request gets its prediction.
+
+A claim is a lease (`PRECOMPUTE_SCORE_REQUEST_LEASE_SECONDS`): a run that fails gives its
+requests back at once, one that dies silently leaves them to whichever run comes after the lease
+ends, and a request claimed `PRECOMPUTE_SCORE_REQUEST_MAX_ATTEMPTS` times without being published
+fails with the reason. Each request is checked against the champion's contract and converted to
+the row Spark scores on its own: one that does not fit (a number beyond a long, a date that is
+not one) fails with the reason, and the others are scored.
 """
 
 from __future__ import annotations
 
+import datetime
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from jobs.contracts import Contract
+from jobs.contracts import Column, Contract
 from precompute import database
 
 if TYPE_CHECKING:
@@ -27,11 +35,14 @@ ARROW_TYPES = {
     "date": "date32",
     "timestamp": "timestamp",
 }
+LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
+# A request a run may take: waiting, or claimed by a run whose lease has ended.
+CLAIMABLE = "(r.state = 'pending' OR (r.state = 'scoring' AND r.claimed_until <= now()))"
 
 
 @dataclass(frozen=True)
 class Claimed:
-    """Requests a run took on: their rows to score, and how many failed the contract."""
+    """Requests a run took on: their rows to score, and how many failed instead."""
 
     rows: pa.Table | None
     failed: int
@@ -41,59 +52,196 @@ class Claimed:
         return 0 if self.rows is None else self.rows.num_rows
 
 
-def claim(url: str, hint: str, model: str, run_id: str, contract: Contract) -> Claimed:
-    """Take the model's pending requests for this run; refuse those the contract rejects."""
+def claim(
+    url: str,
+    hint: str,
+    model: str,
+    run_id: str,
+    contract: Contract,
+    *,
+    lease_seconds: float,
+    max_attempts: int,
+) -> Claimed:
+    """Take the model's claimable requests for this run; fail those that cannot be scored."""
     with database.transaction(url, hint=hint) as cur:
+        params = {"model": model, "run": run_id, "lease": lease_seconds, "max": max_attempts}
+        # Claimed often enough already: whatever made each run fail, it is not tried again.
         cur.execute(
-            """
+            f"""
             UPDATE precompute.score_requests r
-               SET state = 'scoring', run_id = %s, updated_at = now()
+               SET state = 'failed', claimed_until = NULL, updated_at = now(),
+                   error = format('scoring was tried %%s times and no run published it (the '
+                                  'last was %%s); it is not tried again', r.attempts, r.run_id)
               FROM precompute.models m
-             WHERE m.model_id = r.model_id AND m.name = %s
-               AND (r.state = 'pending'
-                    OR (r.state = 'scoring' AND (r.run_id = %s OR r.run_id IN (
-                        SELECT run_id FROM precompute.runs WHERE state = 'failed'))))
-            RETURNING r.request_id, r.entity_id, r.features
+             WHERE m.model_id = r.model_id AND m.name = %(model)s AND r.attempts >= %(max)s
+               AND ({CLAIMABLE} OR r.run_id = %(run)s) AND r.state = 'scoring'
             """,
-            (run_id, model, run_id),
+            params,
         )
-        claimed = cur.fetchall()
-        good, bad = [], []
-        for request_id, entity_id, features in claimed:
-            problems = contract.check_features(features)
-            if problems:
-                bad.append(
-                    (f"features do not fit {contract.ref}: " + "; ".join(problems), request_id)
-                )
-            else:
-                good.append((entity_id, features))
+        given_up = cur.rowcount
+        # A rerun of a run takes back its own requests, lease or not.
+        cur.execute(
+            f"""
+            UPDATE precompute.score_requests r
+               SET state = 'scoring', run_id = %(run)s, attempts = r.attempts + 1,
+                   claimed_until = now() + make_interval(secs => %(lease)s), updated_at = now()
+              FROM precompute.models m
+             WHERE m.model_id = r.model_id AND m.name = %(model)s
+               AND ({CLAIMABLE} OR (r.state = 'scoring' AND r.run_id = %(run)s))
+            RETURNING r.request_id, r.entity_id, r.features, r.created_at
+            """,
+            params,
+        )
+        claimed = sorted(cur.fetchall(), key=lambda r: r[3])
+        table, bad = rows(contract, [r[:3] for r in claimed])
         if bad:
             cur.executemany(
                 "UPDATE precompute.score_requests SET state = 'failed', error = %s, "
-                "updated_at = now() WHERE request_id = %s",
+                "claimed_until = NULL, updated_at = now() WHERE request_id = %s",
                 bad,
             )
-    return Claimed(_table(contract, good) if good else None, len(bad))
+    return Claimed(table, given_up + len(bad))
 
 
-def _table(contract: Contract, records: list[tuple[str, dict[str, Any]]]) -> pa.Table:
-    """The requests as rows shaped like the incoming table's entity and feature columns."""
+def release(url: str, hint: str, run_id: str) -> None:
+    """End a failed run's lease on the requests it claimed, so the next run takes them."""
+    with database.transaction(url, hint=hint) as cur:
+        cur.execute(
+            "UPDATE precompute.score_requests SET claimed_until = now(), updated_at = now() "
+            "WHERE run_id = %s AND state = 'scoring'",
+            (run_id,),
+        )
+
+
+def rows(
+    contract: Contract, requests: list[tuple[Any, str, Any]]
+) -> tuple[pa.Table | None, list[tuple[str, Any]]]:
+    """The requests (id, entity id, features) as rows shaped like the incoming table's entity
+    and feature columns, each converted and checked on its own; and (reason, request id) for
+    each one that cannot be scored."""
     import pyarrow as pa
 
-    latest: dict[str, dict[str, Any]] = {}
-    for entity_id, features in records:
-        latest[entity_id] = features  # several requests for one entity: one row scores them all
+    schema = pa.schema([(c.name, _arrow_type(c)) for c in (contract.entity_id, *contract.features)])
+    latest: dict[Any, pa.RecordBatch] = {}
+    failed: list[tuple[str, Any]] = []
+    for request_id, entity_id, features in requests:
+        try:
+            batch = _row(contract, schema, entity_id, features)
+        except Unscorable as exc:
+            failed.append((str(exc), request_id))
+            continue
+        key = batch.column(0)[0].as_py()
+        latest.pop(key, None)  # several requests for one entity: the newest row scores them all
+        latest[key] = batch
+    if not latest:
+        return None, failed
+    return pa.Table.from_batches(list(latest.values()), schema=schema), failed
+
+
+class Unscorable(Exception):
+    """Why one request cannot be scored, as the request's error says it."""
+
+
+def _row(contract: Contract, schema: pa.Schema, entity_id: str, features: Any) -> pa.RecordBatch:
+    """One request's row, or Unscorable saying what is wrong with it."""
+    import pyarrow as pa
+
+    if not isinstance(features, dict):
+        raise Unscorable(f"features must be a JSON object, not {type(features).__name__}")
+    problems: list[str] = []
+    row: dict[str, Any] = {}
     entity = contract.entity_id
-    ids: list[Any] = list(latest)
-    if entity.type == "long":
-        ids = [int(i) for i in ids]
-    columns = {entity.name: pa.array(ids, pa.int64() if entity.type == "long" else pa.string())}
-    for column in contract.features:
-        kind = ARROW_TYPES[column.type]
-        arrow_type = pa.timestamp("us", tz="UTC") if kind == "timestamp" else getattr(pa, kind)()
-        values = [features.get(column.name) for features in latest.values()]
-        columns[column.name] = pa.array(values, arrow_type)
-    return pa.table(columns)
+    for column in (entity, *contract.features):
+        try:
+            if column is entity:
+                row[column.name] = _value(column, _entity_value(column, entity_id))
+            else:
+                row[column.name] = _value(column, features.get(column.name))
+        except ValueError as exc:
+            problems.append(f"{'entity id' if column is entity else column.name}: {exc}")
+    if not problems:
+        try:
+            batch = pa.RecordBatch.from_pylist([row], schema=schema)  # Arrow has the last word
+        except (pa.ArrowException, OverflowError, ValueError, TypeError) as exc:
+            problems.append(f"Arrow refuses the values: {exc}")
+    if problems:
+        raise Unscorable(f"cannot be scored with {contract.ref}: " + "; ".join(problems))
+    # The contract's rules, as the API applied them: the contract may have changed since.
+    try:
+        problems = contract.check_features(features)
+    except Exception as exc:  # the check was not written for every value JSON can hold
+        problems = [f"they cannot be checked ({type(exc).__name__}: {exc})"]
+    if problems:
+        raise Unscorable(f"features do not fit {contract.ref}: " + "; ".join(problems))
+    return batch
+
+
+def _arrow_type(column: Column) -> pa.DataType:
+    import pyarrow as pa
+
+    kind = ARROW_TYPES[column.type]
+    return pa.timestamp("us", tz="UTC") if kind == "timestamp" else getattr(pa, kind)()
+
+
+def _entity_value(column: Column, entity_id: str) -> Any:
+    """Entity ids are stored as text: a long one is read back as a number, when it is one."""
+    if column.type == "long" and re.fullmatch(r"-?[0-9]+", entity_id):
+        return int(entity_id)
+    return entity_id
+
+
+def _value(column: Column, value: Any) -> Any:
+    """A JSON value as the Python value Arrow stores in the column; ValueError says why not.
+
+    The contract check has already run, but the rules it applies are not the only way a value
+    can fail here, and a request that fails must fail alone: nothing is assumed of the value.
+    """
+    if value is None:
+        return None
+    kind = column.type
+    if kind == "long":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{_shown(value)} is not a whole number")
+        if not LONG_MIN <= value <= LONG_MAX:
+            raise ValueError(f"{_shown(value)} is out of range for a long (a 64-bit integer)")
+        return value
+    if kind == "double":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{_shown(value)} is not a number")
+        try:
+            return float(value)
+        except OverflowError:
+            raise ValueError(f"{_shown(value)} is too large for a double") from None
+    if kind == "boolean":
+        if not isinstance(value, bool):
+            raise ValueError(f"{_shown(value)} is not true or false")
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"{_shown(value)} is not a string")
+    if kind == "date":
+        try:
+            return datetime.date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{_shown(value)} is not a date (YYYY-MM-DD)") from None
+    if kind == "timestamp":
+        try:
+            moment = datetime.datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{_shown(value)} is not an ISO 8601 timestamp") from None
+        if moment.tzinfo is None:
+            return moment.replace(tzinfo=datetime.UTC)  # as Spark's sessions read them: UTC
+        try:
+            return moment.astimezone(datetime.UTC)
+        except OverflowError:
+            raise ValueError(
+                f"{_shown(value)} is outside the timestamps held (years 1 to 9999 in UTC)"
+            ) from None
+    return value
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:30]}... ({len(text)} characters)"
 
 
 def mark_done(cur: Cursor, run_id: str, model_version_id: int) -> int:
@@ -103,6 +251,7 @@ def mark_done(cur: Cursor, run_id: str, model_version_id: int) -> int:
         UPDATE precompute.score_requests r
            SET state = 'done', score = p.score, label = p.label,
                model_version_id = p.model_version_id, error = NULL, updated_at = now(),
+               claimed_until = NULL,
                callback_state = CASE WHEN r.callback_url IS NULL THEN 'none' ELSE 'pending' END,
                next_callback_at = CASE WHEN r.callback_url IS NULL THEN NULL ELSE now() END
           FROM precompute.predictions p

@@ -159,6 +159,19 @@ class Settings(BaseSettings):
     callback_backoff_seconds: float = Field(
         2.0, ge=0, description="Delay before a callback's second try; it doubles after each."
     )
+    score_request_max_attempts: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Scoring runs that may claim one score request; after that many claims "
+        "without a publish it is failed, so one request cannot fail run after run.",
+    )
+    score_request_lease_seconds: float = Field(
+        3600.0,
+        ge=1,
+        description="How long a run's claim on score requests holds; longer than a run's "
+        "score and publish take. A run that fails releases its claim at once.",
+    )
     airflow_port: int = Field(
         8080, ge=1, le=65535, description="Port of the demo's Airflow UI and REST API."
     )
