@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Placeholders that are fine on a laptop and refused in production.
 DEV_WRITER_PASSWORD = "precompute-writer-dev"
@@ -159,6 +161,11 @@ class Settings(BaseSettings):
     callback_backoff_seconds: float = Field(
         2.0, ge=0, description="Delay before a callback's second try; it doubles after each."
     )
+    callback_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts (names or addresses) and networks (CIDR) callbacks may reach although "
+        "they are not public internet addresses, comma-separated, e.g. 127.0.0.1,10.0.0.0/8.",
+    )
     score_request_max_attempts: int = Field(
         3,
         ge=1,
@@ -198,6 +205,20 @@ class Settings(BaseSettings):
     reader_password: SecretStr = Field(
         SecretStr(DEV_READER_PASSWORD), description="Password of the precompute_reader role."
     )
+
+    @field_validator("callback_allowed_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        # One line in an environment file; a JSON list works too.
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                value = json.loads(value)
+            else:
+                value = [part.strip() for part in value.split(",") if part.strip()]
+        for entry in value if isinstance(value, list) else ():
+            if isinstance(entry, str) and "/" in entry:
+                ipaddress.ip_network(entry.strip(), strict=False)  # ValueError names the entry
+        return value
 
     @field_validator("lake_uri", "models_root", "landing_root")
     @classmethod

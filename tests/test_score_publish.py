@@ -533,7 +533,12 @@ def test_a_score_request_goes_from_submission_to_done_through_a_real_run(
 
     receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    env = os.environ | {"DATABASE_URL": setup.admin_url}
+    # Callbacks to this machine are refused unless allowed, in the API and in the deliverer.
+    env = os.environ | {
+        "DATABASE_URL": setup.admin_url,
+        "PRECOMPUTE_CALLBACK_ALLOWED_HOSTS": "127.0.0.1",
+    }
+    settings = setup.settings.model_copy(update={"callback_allowed_hosts": ["127.0.0.1"]})
     key = created_key(
         run_cli(
             "api-key",
@@ -590,7 +595,7 @@ def test_a_score_request_goes_from_submission_to_done_through_a_real_run(
                 httpx.get(f"{base}/v1/score-requests/{ids[0]}", headers=auth).json()["state"]
                 == "scoring"
             )
-            publish(spark, setup.settings, "req-b")
+            publish(spark, settings, "req-b")
 
             done = httpx.get(f"{base}/v1/score-requests/{ids[0]}", headers=auth).json()
             want = expected_scores(
@@ -617,8 +622,8 @@ def test_a_score_request_goes_from_submission_to_done_through_a_real_run(
         "WHERE request_id = %s"
     )
     assert fetch_all(setup.admin_url, state, (ids[1],)) == [("pending", 1)]
-    time.sleep(setup.settings.callback_backoff_seconds + 0.1)
-    twice = setup.settings.model_copy(update={"callback_max_attempts": 2})
+    time.sleep(settings.callback_backoff_seconds + 0.1)
+    twice = settings.model_copy(update={"callback_max_attempts": 2})
     assert callbacks.deliver_due(twice) == callbacks.Delivery(0, 0, 1)
     assert fetch_all(setup.admin_url, state, (ids[1],)) == [("failed", 2)]
 
