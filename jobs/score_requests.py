@@ -67,14 +67,14 @@ def claim(
         params = {"model": model, "run": run_id, "lease": lease_seconds, "max": max_attempts}
         # Claimed often enough already: whatever made each run fail, it is not tried again.
         cur.execute(
-            f"""
+            """
             UPDATE precompute.score_requests r
                SET state = 'failed', claimed_until = NULL, updated_at = now(),
                    error = format('scoring was tried %%s times and no run published it (the '
                                   'last was %%s); it is not tried again', r.attempts, r.run_id)
               FROM precompute.models m
              WHERE m.model_id = r.model_id AND m.name = %(model)s AND r.attempts >= %(max)s
-               AND ({CLAIMABLE} OR r.run_id = %(run)s) AND r.state = 'scoring'
+               AND r.state = 'scoring' AND (r.claimed_until <= now() OR r.run_id = %(run)s)
             """,
             params,
         )
