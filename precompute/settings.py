@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 # Placeholders that are fine on a laptop and refused in production.
 DEV_WRITER_PASSWORD = "precompute-writer-dev"
 DEV_READER_PASSWORD = "precompute-reader-dev"
+DEV_CALLBACK_SECRET = "precompute-callback-dev"
 
 
 def project_root() -> Path:
@@ -161,10 +162,31 @@ class Settings(BaseSettings):
     callback_backoff_seconds: float = Field(
         2.0, ge=0, description="Delay before a callback's second try; it doubles after each."
     )
+    callback_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Longest one callback delivery may take in all: name lookup, connection, "
+        "sending and the receiver's reply. A receiver still answering then has failed.",
+    )
+    callback_concurrency: int = Field(
+        8, ge=1, le=64, description="Callback deliveries in flight at once, per deliverer."
+    )
+    callback_publish_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="How long a publish, once committed, goes on starting callback deliveries; "
+        "what is left waits for the next publish or `precompute score-requests deliver`.",
+    )
     callback_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Hosts (names or addresses) and networks (CIDR) callbacks may reach although "
         "they are not public internet addresses, comma-separated, e.g. 127.0.0.1,10.0.0.0/8.",
+    )
+    callback_secret: SecretStr = Field(
+        SecretStr(DEV_CALLBACK_SECRET),
+        description="Key of the HMAC-SHA256 signature on every callback body "
+        "(X-Precompute-Signature), which receivers check.",
     )
     score_request_max_attempts: int = Field(
         3,
@@ -234,6 +256,7 @@ class Settings(BaseSettings):
                 for name, value, placeholder in (
                     ("PRECOMPUTE_WRITER_PASSWORD", self.writer_password, DEV_WRITER_PASSWORD),
                     ("PRECOMPUTE_READER_PASSWORD", self.reader_password, DEV_READER_PASSWORD),
+                    ("PRECOMPUTE_CALLBACK_SECRET", self.callback_secret, DEV_CALLBACK_SECRET),
                 )
                 if value.get_secret_value() == placeholder
             ]

@@ -628,6 +628,71 @@ def test_a_score_request_goes_from_submission_to_done_through_a_real_run(
     assert fetch_all(setup.admin_url, state, (ids[1],)) == [("failed", 2)]
 
 
+def test_a_poisoned_request_and_hostile_receivers_fail_alone_and_the_run_succeeds(
+    spark: Any, setup: Setup
+) -> None:
+    from psycopg2.extras import Json
+    from receivers import Receiver, garbage, never_answers, redirects
+
+    hostile = [Receiver(never_answers), Receiver(garbage), Receiver(redirects)]
+    settings = setup.settings.model_copy(
+        update={"callback_allowed_hosts": ["127.0.0.1"], "callback_timeout_seconds": 1.0}
+    )
+    writer = database.with_role(setup.admin_url, "writer", setup.settings)
+    new = customers(3, seed=19, first_id=900_000, label=False)
+    features = [
+        {
+            n: new.column(n)[i].as_py()
+            for n in new.column_names
+            if n not in ("customer_id", "updated_at")
+        }
+        for i in range(3)
+    ]
+
+    def submit(entity_id: str, values: dict[str, Any], callback_url: str) -> str:
+        """As the API stores a request it accepted."""
+        rows = fetch_all(
+            writer,
+            "INSERT INTO precompute.score_requests (model_id, entity_id, features, callback_url) "
+            "SELECT model_id, %s, %s, %s FROM precompute.models WHERE name = %s "
+            "RETURNING request_id",
+            (entity_id, Json(values), callback_url, MODEL),
+        )
+        return str(rows[0][0])
+
+    good = [submit(f"c90000{i}", features[i], receiver.url()) for i, receiver in enumerate(hostile)]
+    # Within the contract's rules (support_calls has no maximum), beyond what a long holds.
+    poison = submit("c900009", features[0] | {"support_calls": 2**64}, hostile[0].url("/p"))
+    try:
+        scored = score(spark, settings, ScoreRequest(MODEL, mode="requests", run_id="req-hostile"))
+        published = publish(spark, settings, "req-hostile")
+    finally:
+        for receiver in hostile:
+            receiver.close()
+
+    assert (scored.rows_scored, published.rows_published) == (3, 3)
+    assert run_row(setup, "req-hostile")["state"] == "succeeded"
+    assert fetch_all(
+        setup.admin_url,
+        "SELECT state FROM precompute.run_stages "
+        "WHERE run_id = 'req-hostile' AND stage = 'publish'",
+    ) == [("succeeded",)]
+    state = (
+        "SELECT state, error, callback_state, callback_attempts, callback_error "
+        "FROM precompute.score_requests WHERE request_id = %s"
+    )
+    (failed,) = fetch_all(setup.admin_url, state, (poison,))
+    assert failed[0] == "failed" and failed[2] == "none"
+    assert "support_calls: 18446744073709551616 is out of range for a long" in failed[1]
+    for request_id, says in zip(
+        good, ("no complete reply", "not HTTP", "redirects are not followed"), strict=True
+    ):
+        ((done, error, callback, attempts, why),) = fetch_all(setup.admin_url, state, (request_id,))
+        assert (done, error, callback, attempts) == ("done", None, "pending", 1)
+        assert says in why
+    assert [len(r.requests) for r in hostile] == [1, 1, 1]  # the poisoned one was never posted
+
+
 def test_prune_keeps_the_newest_and_every_aliased_version(setup: Setup) -> None:
     # Earlier tests published v1 (champion) and v2 (challenger).
     registry = Registry(setup.settings)

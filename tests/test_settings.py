@@ -19,6 +19,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         "DATABASE_URL",
         "PRECOMPUTE_VAR_DIR",
         "PRECOMPUTE_ENVIRONMENT",
+        "PRECOMPUTE_CALLBACK_SECRET",
         "PRECOMPUTE_CALLBACK_ALLOWED_HOSTS",
     ):
         monkeypatch.delenv(name, raising=False)
@@ -56,6 +57,7 @@ def test_production_refuses_placeholder_passwords(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("PRECOMPUTE_ENVIRONMENT", "production")
     monkeypatch.setenv("DATABASE_URL", "postgresql://admin:s3cret@db.internal/precompute")
     monkeypatch.setenv("PRECOMPUTE_WRITER_PASSWORD", "a-real-secret")
+    monkeypatch.setenv("PRECOMPUTE_CALLBACK_SECRET", "a-real-callback-key")
 
     with pytest.raises(ValidationError, match="PRECOMPUTE_READER_PASSWORD") as refused:
         Settings()
@@ -69,8 +71,22 @@ def test_production_needs_an_external_database(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("PRECOMPUTE_ENVIRONMENT", "production")
     monkeypatch.setenv("PRECOMPUTE_WRITER_PASSWORD", "w")
     monkeypatch.setenv("PRECOMPUTE_READER_PASSWORD", "r")
+    monkeypatch.setenv("PRECOMPUTE_CALLBACK_SECRET", "k")
     with pytest.raises(ValidationError, match="production needs DATABASE_URL"):
         Settings()
+
+
+def test_production_refuses_the_placeholder_callback_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PRECOMPUTE_ENVIRONMENT", "production")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://admin:s3cret@db.internal/precompute")
+    monkeypatch.setenv("PRECOMPUTE_WRITER_PASSWORD", "w")
+    monkeypatch.setenv("PRECOMPUTE_READER_PASSWORD", "r")
+    with pytest.raises(ValidationError, match="placeholder for PRECOMPUTE_CALLBACK_SECRET"):
+        Settings()
+    monkeypatch.setenv("PRECOMPUTE_CALLBACK_SECRET", "a-real-callback-key")
+    assert Settings().callback_secret.get_secret_value() == "a-real-callback-key"
 
 
 def test_allowed_callback_hosts_are_a_comma_separated_list_of_hosts_and_networks(
