@@ -208,11 +208,13 @@ def next_landed_batch(settings: Settings, dataset: str) -> tuple[str, str] | Non
 
 def pending_requests(settings: Settings, model: str) -> int:
     """The model's asynchronous score requests waiting for a run."""
+    from jobs.score_requests import CLAIMABLE
+
     rows = database.fetch(
         settings,
         "writer",
         "SELECT count(*) FROM precompute.score_requests r JOIN precompute.models m "
-        "USING (model_id) WHERE m.name = %s AND r.state = 'pending'",
+        f"USING (model_id) WHERE m.name = %s AND {CLAIMABLE}",
         (model,),
     )
     return int(rows[0][0])

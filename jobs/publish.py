@@ -90,7 +90,10 @@ def publish(spark: SparkSession, settings: Settings, run_id: str) -> PublishResu
         "skipped" if result.already_published else "succeeded",
         rows_in=info.rows_scored,
         rows_out=result.rows_published,
+        rows_rejected=info.rows_scored - result.rows_published,
     )
+    if not result.already_published:
+        _deliver_callbacks(settings)
     return result
 
 
@@ -157,7 +160,6 @@ def _publish(
         _drop_quietly(url, hint, pub)
         raise
     recorder.record_published(applied.rows_published, unpublished)
-    _deliver_callbacks(settings)
     return PublishResult(info.run_id, applied.rows_published, applied.strategy, seconds)
 
 
@@ -174,13 +176,26 @@ def _report_unpublished(rows: DataFrame, count: int, recorder: RunRecorder) -> N
 
 
 def _deliver_callbacks(settings: Settings) -> None:
-    """Post the results of score requests this publish answered; never fails the publish."""
+    """Post the results of score requests this publish answered, for a bounded time.
+
+    The publish has committed and its stage is recorded: nothing a callback does (a receiver,
+    the database going away) may fail it, so every error is reported and swallowed here. New
+    deliveries start for PRECOMPUTE_CALLBACK_PUBLISH_SECONDS, and each one under way then ends
+    within PRECOMPUTE_CALLBACK_TIMEOUT_SECONDS; the rest wait for the next deliverer.
+    """
     from jobs import callbacks
 
     try:
-        callbacks.deliver_due(settings)
-    except PrecomputeError as exc:
+        done = callbacks.deliver_due(settings, seconds=settings.callback_publish_seconds)
+    except Exception as exc:
         print(f"warning: score request callbacks not delivered now: {exc}", file=sys.stderr)
+        return
+    if done != callbacks.Delivery(0, 0, 0):
+        print(
+            f"callbacks: {done.delivered} delivered, {done.retrying} to retry, "
+            f"{done.failed} failed",
+            file=sys.stderr,
+        )
 
 
 def _drop_quietly(url: str, hint: str, pub: Publication) -> None:

@@ -49,6 +49,9 @@ TEXT_FORMS = {
     ),
 }
 
+# Instants both runtimes hold (Python's datetime stops at year 9999); in UTC.
+TIMESTAMP_RANGE = ("0001-01-01 00:00:00", "9999-12-31 23:59:59.999999")
+
 Check = Literal[
     "type",
     "required",
@@ -127,6 +130,14 @@ def check_record(
     """What is wrong with one record given as JSON values, as (code, column) pairs in rule
     order (empty: nothing), checking `columns` (default: all of the contract's). Names not among
     them are ("unknown_column", name)."""
+    return typed_record(contract, values, columns)[1]
+
+
+def typed_record(
+    contract: Contract, values: dict[str, Any], columns: tuple[Column, ...] | None = None
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The record's values in their columns' types (what ingest stores), and its problems as
+    `check_record` reports them."""
     checked = {c.name for c in (columns if columns is not None else contract.columns)}
     problems = [("unknown_column", name) for name in values if name not in checked]
     typed: dict[str, Any] = {}
@@ -142,7 +153,7 @@ def check_record(
                 problems.append((rule.code, name))
         elif not _meets(rule, typed.get(name)):
             problems.append((rule.code, name))
-    return problems
+    return typed, problems
 
 
 def as_text(value: Any) -> str | None:
@@ -189,7 +200,12 @@ def _typed(column: Column, value: Any) -> tuple[bool, Any]:
 
 def _timestamp(text: str) -> datetime.datetime:
     parsed = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=datetime.UTC)  # as Spark reads it: the session is UTC
+    try:
+        return parsed.astimezone(datetime.UTC)
+    except OverflowError:  # past year 9999 in UTC: outside TIMESTAMP_RANGE
+        raise ValueError(text) from None
 
 
 def _meets(rule: Rule, value: Any) -> bool:

@@ -21,6 +21,7 @@ as run metrics.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import sys
 from collections.abc import Iterator, Sequence
@@ -115,6 +116,7 @@ def score(spark: SparkSession, settings: Settings, request: ScoreRequest) -> Sco
         result = _score(spark, settings, request, registry, version, run_id, recorder, earlier)
     except Exception as exc:
         recorder.finish_stage("score", "failed", error=str(exc))
+        _release_requests(settings, run_id)
         raise
     recorder.finish_stage(
         "score",
@@ -239,6 +241,8 @@ def _with_requests(
         version.model,
         run_id,
         contract,
+        lease_seconds=settings.score_request_lease_seconds,
+        max_attempts=settings.score_request_max_attempts,
     )
     if claimed.rows is None:
         return rows, 0
@@ -257,6 +261,17 @@ def _with_requests(
     if table.num_rows == 0:
         return rows, 0
     return rows.unionByName(spark.createDataFrame(table)), table.num_rows
+
+
+def _release_requests(settings: Settings, run_id: str) -> None:
+    """A failed run gives back the score requests it claimed, for the next run to take."""
+    from jobs import score_requests
+
+    # Best effort: the lease runs out anyway, and the run's own error is the one to report.
+    with contextlib.suppress(Exception):
+        score_requests.release(
+            database.database_url(settings, "writer"), database.unreachable_hint(settings), run_id
+        )
 
 
 def _record_metrics(

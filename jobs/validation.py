@@ -171,6 +171,11 @@ def _typed(column: Column, source_type: str) -> tuple[SparkColumn, SparkColumn]:
             value = F.when(value.cast("bigint") == raw, value)
     if column.type == "double":
         value = F.when(~F.isnan(value) & (F.abs(value) != float("inf")), value)
+    if column.type == "timestamp":
+        low, high = rules.TIMESTAMP_RANGE
+        value = F.when(
+            value.between(F.lit(low).cast("timestamp"), F.lit(high).cast("timestamp")), value
+        )
     return value, present & value.isNull()
 
 

@@ -14,7 +14,7 @@ from lookup_api.api import errors
 from lookup_api.api.routes import health, models, predictions, runs, score_requests
 from lookup_api.core import observability
 from lookup_api.core.db import Database
-from precompute import database
+from precompute import callback_targets, database
 from precompute.settings import Settings, get_settings
 
 
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.key_cache_seconds = settings.api_key_cache_seconds
     app.state.max_request_bytes = settings.api_max_request_bytes
     app.state.max_pending_requests = settings.api_max_pending_requests
+    app.state.callback_allowed = callback_targets.Allowed.parse(settings.callback_allowed_hosts)
     app.state.contracts = functools.lru_cache(maxsize=64)(
         functools.partial(load_contract, settings.contracts_dir)
     )

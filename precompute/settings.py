@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Placeholders that are fine on a laptop and refused in production.
 DEV_WRITER_PASSWORD = "precompute-writer-dev"
 DEV_READER_PASSWORD = "precompute-reader-dev"
+DEV_CALLBACK_SECRET = "precompute-callback-dev"
 
 
 def project_root() -> Path:
@@ -166,6 +169,45 @@ class Settings(BaseSettings):
     callback_backoff_seconds: float = Field(
         2.0, ge=0, description="Delay before a callback's second try; it doubles after each."
     )
+    callback_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Longest one callback delivery may take in all: name lookup, connection, "
+        "sending and the receiver's reply. A receiver still answering then has failed.",
+    )
+    callback_concurrency: int = Field(
+        8, ge=1, le=64, description="Callback deliveries in flight at once, per deliverer."
+    )
+    callback_publish_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="How long a publish, once committed, goes on starting callback deliveries; "
+        "what is left waits for the next publish or `precompute score-requests deliver`.",
+    )
+    callback_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts (names or addresses) and networks (CIDR) callbacks may reach although "
+        "they are not public internet addresses, comma-separated, e.g. 127.0.0.1,10.0.0.0/8.",
+    )
+    callback_secret: SecretStr = Field(
+        SecretStr(DEV_CALLBACK_SECRET),
+        description="Key of the HMAC-SHA256 signature on every callback body "
+        "(X-Precompute-Signature), which receivers check.",
+    )
+    score_request_max_attempts: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Scoring runs that may claim one score request; after that many claims "
+        "without a publish it is failed, so one request cannot fail run after run.",
+    )
+    score_request_lease_seconds: float = Field(
+        3600.0,
+        ge=1,
+        description="How long a run's claim on score requests holds; longer than a run's "
+        "score and publish take. A run that fails releases its claim at once.",
+    )
     airflow_port: int = Field(
         8080, ge=1, le=65535, description="Port of the demo's Airflow UI and REST API."
     )
@@ -193,6 +235,20 @@ class Settings(BaseSettings):
         SecretStr(DEV_READER_PASSWORD), description="Password of the precompute_reader role."
     )
 
+    @field_validator("callback_allowed_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        # One line in an environment file; a JSON list works too.
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                value = json.loads(value)
+            else:
+                value = [part.strip() for part in value.split(",") if part.strip()]
+        for entry in value if isinstance(value, list) else ():
+            if isinstance(entry, str) and "/" in entry:
+                ipaddress.ip_network(entry.strip(), strict=False)  # ValueError names the entry
+        return value
+
     @field_validator("lake_uri", "models_root", "landing_root")
     @classmethod
     def _absolute_location(cls, value: str) -> str:
@@ -207,6 +263,7 @@ class Settings(BaseSettings):
                 for name, value, placeholder in (
                     ("PRECOMPUTE_WRITER_PASSWORD", self.writer_password, DEV_WRITER_PASSWORD),
                     ("PRECOMPUTE_READER_PASSWORD", self.reader_password, DEV_READER_PASSWORD),
+                    ("PRECOMPUTE_CALLBACK_SECRET", self.callback_secret, DEV_CALLBACK_SECRET),
                 )
                 if value.get_secret_value() == placeholder
             ]

@@ -535,7 +535,12 @@ def test_a_score_request_goes_from_submission_to_done_through_a_real_run(
 
     receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    env = os.environ | {"DATABASE_URL": setup.admin_url}
+    # Callbacks to this machine are refused unless allowed, in the API and in the deliverer.
+    env = os.environ | {
+        "DATABASE_URL": setup.admin_url,
+        "PRECOMPUTE_CALLBACK_ALLOWED_HOSTS": "127.0.0.1",
+    }
+    settings = setup.settings.model_copy(update={"callback_allowed_hosts": ["127.0.0.1"]})
     key = created_key(
         run_cli(
             "api-key",
@@ -592,7 +597,7 @@ def test_a_score_request_goes_from_submission_to_done_through_a_real_run(
                 httpx.get(f"{base}/v1/score-requests/{ids[0]}", headers=auth).json()["state"]
                 == "scoring"
             )
-            publish(spark, setup.settings, "req-b")
+            publish(spark, settings, "req-b")
 
             done = httpx.get(f"{base}/v1/score-requests/{ids[0]}", headers=auth).json()
             want = expected_scores(
@@ -619,10 +624,75 @@ def test_a_score_request_goes_from_submission_to_done_through_a_real_run(
         "WHERE request_id = %s"
     )
     assert fetch_all(setup.admin_url, state, (ids[1],)) == [("pending", 1)]
-    time.sleep(setup.settings.callback_backoff_seconds + 0.1)
-    twice = setup.settings.model_copy(update={"callback_max_attempts": 2})
+    time.sleep(settings.callback_backoff_seconds + 0.1)
+    twice = settings.model_copy(update={"callback_max_attempts": 2})
     assert callbacks.deliver_due(twice) == callbacks.Delivery(0, 0, 1)
     assert fetch_all(setup.admin_url, state, (ids[1],)) == [("failed", 2)]
+
+
+def test_a_poisoned_request_and_hostile_receivers_fail_alone_and_the_run_succeeds(
+    spark: Any, setup: Setup
+) -> None:
+    from psycopg2.extras import Json
+    from receivers import Receiver, garbage, never_answers, redirects
+
+    hostile = [Receiver(never_answers), Receiver(garbage), Receiver(redirects)]
+    settings = setup.settings.model_copy(
+        update={"callback_allowed_hosts": ["127.0.0.1"], "callback_timeout_seconds": 1.0}
+    )
+    writer = database.with_role(setup.admin_url, "writer", setup.settings)
+    new = customers(3, seed=19, first_id=900_000, label=False)
+    features = [
+        {
+            n: new.column(n)[i].as_py()
+            for n in new.column_names
+            if n not in ("customer_id", "updated_at")
+        }
+        for i in range(3)
+    ]
+
+    def submit(entity_id: str, values: dict[str, Any], callback_url: str) -> str:
+        """As the API stores a request it accepted."""
+        rows = fetch_all(
+            writer,
+            "INSERT INTO precompute.score_requests (model_id, entity_id, features, callback_url) "
+            "SELECT model_id, %s, %s, %s FROM precompute.models WHERE name = %s "
+            "RETURNING request_id",
+            (entity_id, Json(values), callback_url, MODEL),
+        )
+        return str(rows[0][0])
+
+    good = [submit(f"c90000{i}", features[i], receiver.url()) for i, receiver in enumerate(hostile)]
+    # Within the contract's rules (support_calls has no maximum), beyond what a long holds.
+    poison = submit("c900009", features[0] | {"support_calls": 2**64}, hostile[0].url("/p"))
+    try:
+        scored = score(spark, settings, ScoreRequest(MODEL, mode="requests", run_id="req-hostile"))
+        published = publish(spark, settings, "req-hostile")
+    finally:
+        for receiver in hostile:
+            receiver.close()
+
+    assert (scored.rows_scored, published.rows_published) == (3, 3)
+    assert run_row(setup, "req-hostile")["state"] == "succeeded"
+    assert fetch_all(
+        setup.admin_url,
+        "SELECT state FROM precompute.run_stages "
+        "WHERE run_id = 'req-hostile' AND stage = 'publish'",
+    ) == [("succeeded",)]
+    state = (
+        "SELECT state, error, callback_state, callback_attempts, callback_error "
+        "FROM precompute.score_requests WHERE request_id = %s"
+    )
+    (failed,) = fetch_all(setup.admin_url, state, (poison,))
+    assert failed[0] == "failed" and failed[2] == "none"
+    assert "support_calls: must be a long written as a whole number within 64 bits" in failed[1]
+    for request_id, says in zip(
+        good, ("no complete reply", "not HTTP", "redirects are not followed"), strict=True
+    ):
+        ((done, error, callback, attempts, why),) = fetch_all(setup.admin_url, state, (request_id,))
+        assert (done, error, callback, attempts) == ("done", None, "pending", 1)
+        assert says in why
+    assert [len(r.requests) for r in hostile] == [1, 1, 1]  # the poisoned one was never posted
 
 
 def test_a_promotion_during_prune_waits_and_never_leaves_an_alias_on_a_dropped_version(

@@ -15,7 +15,13 @@ from precompute.settings import Settings
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("DATABASE_URL", "PRECOMPUTE_VAR_DIR", "PRECOMPUTE_ENVIRONMENT"):
+    for name in (
+        "DATABASE_URL",
+        "PRECOMPUTE_VAR_DIR",
+        "PRECOMPUTE_ENVIRONMENT",
+        "PRECOMPUTE_CALLBACK_SECRET",
+        "PRECOMPUTE_CALLBACK_ALLOWED_HOSTS",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -51,6 +57,7 @@ def test_production_refuses_placeholder_passwords(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("PRECOMPUTE_ENVIRONMENT", "production")
     monkeypatch.setenv("DATABASE_URL", "postgresql://admin:s3cret@db.internal/precompute")
     monkeypatch.setenv("PRECOMPUTE_WRITER_PASSWORD", "a-real-secret")
+    monkeypatch.setenv("PRECOMPUTE_CALLBACK_SECRET", "a-real-callback-key")
 
     with pytest.raises(ValidationError, match="PRECOMPUTE_READER_PASSWORD") as refused:
         Settings()
@@ -64,7 +71,31 @@ def test_production_needs_an_external_database(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("PRECOMPUTE_ENVIRONMENT", "production")
     monkeypatch.setenv("PRECOMPUTE_WRITER_PASSWORD", "w")
     monkeypatch.setenv("PRECOMPUTE_READER_PASSWORD", "r")
+    monkeypatch.setenv("PRECOMPUTE_CALLBACK_SECRET", "k")
     with pytest.raises(ValidationError, match="production needs DATABASE_URL"):
+        Settings()
+
+
+def test_production_refuses_the_placeholder_callback_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PRECOMPUTE_ENVIRONMENT", "production")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://admin:s3cret@db.internal/precompute")
+    monkeypatch.setenv("PRECOMPUTE_WRITER_PASSWORD", "w")
+    monkeypatch.setenv("PRECOMPUTE_READER_PASSWORD", "r")
+    with pytest.raises(ValidationError, match="placeholder for PRECOMPUTE_CALLBACK_SECRET"):
+        Settings()
+    monkeypatch.setenv("PRECOMPUTE_CALLBACK_SECRET", "a-real-callback-key")
+    assert Settings().callback_secret.get_secret_value() == "a-real-callback-key"
+
+
+def test_allowed_callback_hosts_are_a_comma_separated_list_of_hosts_and_networks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PRECOMPUTE_CALLBACK_ALLOWED_HOSTS", "127.0.0.1, hooks.internal,10.0.0.0/8")
+    assert Settings().callback_allowed_hosts == ["127.0.0.1", "hooks.internal", "10.0.0.0/8"]
+    monkeypatch.setenv("PRECOMPUTE_CALLBACK_ALLOWED_HOSTS", "10.0.0.0/33")
+    with pytest.raises(ValidationError, match=r"10\.0\.0\.0/33"):
         Settings()
 
 

@@ -14,6 +14,7 @@ from lookup_api.api.deps import Caller, DbDep, require
 from lookup_api.api.errors import ApiError
 from lookup_api.api.routes.predictions import check_id
 from lookup_api.core import keys
+from precompute import callback_targets
 
 router = APIRouter(prefix="/v1/score-requests", tags=["score requests"])
 Submitter = Annotated[Caller, Depends(require(keys.SUBMIT))]
@@ -61,6 +62,11 @@ async def submit(body: ScoreRequestIn, request: Request, caller: Submitter) -> d
     """Queue an entity for the next scoring run of the model's champion."""
     check_id(body.entity_id)
     request.state.log |= {"model": body.model}
+    if body.callback_url is not None:
+        allowed = request.app.state.callback_allowed
+        refused = await callback_targets.refusal(str(body.callback_url), allowed)
+        if refused:
+            raise ApiError(400, "invalid_callback_url", refused)
     request_id = await crud.submit_request(
         request.app.state.writer,
         request.app.state.contracts,
