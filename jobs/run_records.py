@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import os
+import socket
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from psycopg2.extras import Json
 
 from precompute import database
 from precompute.errors import PrecomputeError
+from precompute.processes import start_time
 from precompute.settings import Settings
 
 Stage = Literal["ingest", "score", "publish", "check"]
@@ -106,12 +109,24 @@ class RunRecorder:
             )
             cur.execute(
                 """
-                SELECT attempt, started_at, lease_until FROM precompute.run_stages
+                SELECT attempt, started_at, lease_until, holder FROM precompute.run_stages
                  WHERE run_id = %s AND stage = %s AND state = 'running'
                 """,
                 (self.run_id, stage),
             )
             live = cur.fetchone()
+            if live is not None and not _holder_alive(live[3]):
+                # Its process on this host is gone: no need to wait for the lease to end.
+                cur.execute(
+                    """
+                    UPDATE precompute.run_stages
+                       SET state = 'abandoned', finished_at = now(),
+                           error = 'its job exited without finishing (killed)'
+                     WHERE run_id = %s AND stage = %s AND attempt = %s
+                    """,
+                    (self.run_id, stage, live[0]),
+                )
+                live = None
             if live is not None:
                 raise StageBusy(
                     f"run {self.run_id}: attempt {live[0]} of its {stage} stage is running "
@@ -120,12 +135,13 @@ class RunRecorder:
                 )
             cur.execute(
                 """
-                INSERT INTO precompute.run_stages (run_id, stage, state, attempt, lease_until)
-                SELECT %s, %s, 'running', coalesce(max(attempt), 0) + 1, now() + %s
+                INSERT INTO precompute.run_stages
+                    (run_id, stage, state, attempt, lease_until, holder)
+                SELECT %s, %s, 'running', coalesce(max(attempt), 0) + 1, now() + %s, %s
                   FROM precompute.run_stages WHERE run_id = %s AND stage = %s
                 RETURNING attempt
                 """,
-                (self.run_id, stage, self.lease, self.run_id, stage),
+                (self.run_id, stage, self.lease, this_process(), self.run_id, stage),
             )
             attempt = int(cur.fetchone()[0])
         self._attempts[stage] = attempt
@@ -296,6 +312,22 @@ class RunRecorder:
             """,
             (rows_published, rows_unpublished, self.run_id),
         )
+
+
+def this_process() -> str:
+    """host:pid:start time of this process: a PID is reused, a PID with its start time is not."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{start_time(pid)}"
+
+
+def _holder_alive(holder: str | None) -> bool:
+    """Whether the process that holds an attempt still runs; True when that cannot be told
+    from here (another host, or no holder recorded): then its lease decides."""
+    host, _, rest = (holder or "").partition(":")
+    pid, _, started = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    return start_time(int(pid)) == started
 
 
 class _Heartbeat(threading.Thread):

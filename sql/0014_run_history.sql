@@ -12,6 +12,7 @@ ALTER TABLE precompute.run_stages DROP CONSTRAINT run_stages_state_check;
 ALTER TABLE precompute.run_stages ADD CONSTRAINT run_stages_state_check
     CHECK (state IN ('running', 'succeeded', 'failed', 'skipped', 'abandoned'));
 ALTER TABLE precompute.run_stages ADD COLUMN lease_until timestamptz;
+ALTER TABLE precompute.run_stages ADD COLUMN holder text;
 COMMENT ON COLUMN precompute.run_stages.state IS
     'running, succeeded, failed, skipped (a rerun with nothing left to do) or abandoned (its '
     'job stopped renewing its lease: killed or lost).';
@@ -21,6 +22,9 @@ COMMENT ON COLUMN precompute.run_stages.started_at IS 'When the attempt started.
 COMMENT ON COLUMN precompute.run_stages.finished_at IS 'When the attempt ended.';
 COMMENT ON COLUMN precompute.run_stages.lease_until IS
     'While running: the job renews this; an attempt still running past it is abandoned.';
+COMMENT ON COLUMN precompute.run_stages.holder IS
+    'The process running the attempt (host:pid:start time): on the same host, a next attempt '
+    'sees at once that it died.';
 
 ALTER TABLE precompute.runs ADD COLUMN lease_until timestamptz;
 COMMENT ON COLUMN precompute.runs.lease_until IS

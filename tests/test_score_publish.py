@@ -148,6 +148,7 @@ def test_an_incremental_run_scores_keeps_history_and_publishes_what_it_scored(
         "rows_quarantined": 30,
         "rows_scored": 1970,
         "rows_published": 1970,
+        "rows_unpublished": 0,
         "error": None,
     }
     stages = fetch_all(
