@@ -8,6 +8,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pyarrow.parquet as pq
@@ -25,6 +26,7 @@ from conftest import (
 )
 
 from jobs import orchestration
+from jobs.registry import Registry
 from jobs.sample_data import customers, with_bad_rows
 from precompute import database
 from precompute.settings import Settings
@@ -63,8 +65,9 @@ def test_train_model_registers_a_challenger_and_promotes_only_when_asked(env: En
     training = env.root / "training"
     training.mkdir()
     pq.write_table(customers(2000, seed=1), training / "part-0.parquet")
-    conf = {"input_path": str(training), "kind": "logistic_regression"}
-    first = run_dag("train_model", conf)
+    conf: dict[str, Any] = {"input_path": str(training), "kind": "logistic_regression"}
+    # Parameters as the trigger form sends them: JSON values, which must stay typed.
+    first = run_dag("train_model", conf | {"estimator_params": {"C": 0.5, "fit_intercept": False}})
     assert states(first) == {
         "arguments": "success",
         "train": "success",
@@ -72,6 +75,9 @@ def test_train_model_registers_a_challenger_and_promotes_only_when_asked(env: En
         "promote": "skipped",  # the promote Param is off
     }
     assert aliases(env) == {"challenger": 1}
+    registry = Registry(env.settings)
+    params = registry.load(registry.resolve("churn", version=1)).metadata["params"]
+    assert (params["C"], params["fit_intercept"]) == (0.5, False)
     promoted = run_dag("train_model", conf | {"promote": True})
     assert states(promoted)["promote"] == "success"
     assert aliases(env) == {"challenger": 2, "champion": 2}
