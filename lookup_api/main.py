@@ -23,16 +23,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = database.database_url(settings, "api")
+        # Reads are nearly every request: generic plans, and read-only as a second guard.
         app.state.db = Database(
-            database.database_url(settings, "reader"),
+            url,
             settings.api_pool_size,
             settings.api_statement_timeout_ms,
             generic_plans=True,
+            read_only=True,
         )
         # Only score requests write, and they are rare: a small pool of their own.
-        app.state.writer = Database(
-            database.database_url(settings, "writer"), 2, settings.api_statement_timeout_ms
-        )
+        app.state.writer = Database(url, 2, settings.api_statement_timeout_ms)
         await app.state.db.open()
         await app.state.writer.open()
         # Everything loaded so far lives as long as the process. Left in the collector's

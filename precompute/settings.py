@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Placeholders that are fine on a laptop and refused in production.
 DEV_WRITER_PASSWORD = "precompute-writer-dev"
 DEV_READER_PASSWORD = "precompute-reader-dev"
+DEV_API_PASSWORD = "precompute-api-dev"
 
 
 def project_root() -> Path:
@@ -185,6 +186,9 @@ class Settings(BaseSettings):
     reader_password: SecretStr = Field(
         SecretStr(DEV_READER_PASSWORD), description="Password of the precompute_reader role."
     )
+    api_password: SecretStr = Field(
+        SecretStr(DEV_API_PASSWORD), description="Password of the precompute_api role."
+    )
 
     @field_validator("lake_uri", "models_root", "landing_root")
     @classmethod
@@ -200,6 +204,7 @@ class Settings(BaseSettings):
                 for name, value, placeholder in (
                     ("PRECOMPUTE_WRITER_PASSWORD", self.writer_password, DEV_WRITER_PASSWORD),
                     ("PRECOMPUTE_READER_PASSWORD", self.reader_password, DEV_READER_PASSWORD),
+                    ("PRECOMPUTE_API_PASSWORD", self.api_password, DEV_API_PASSWORD),
                 )
                 if value.get_secret_value() == placeholder
             ]
