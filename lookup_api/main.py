@@ -11,9 +11,10 @@ from fastapi import FastAPI
 
 from jobs.contracts import load_contract
 from lookup_api.api import errors
-from lookup_api.api.routes import health, models, predictions, runs, score_requests
+from lookup_api.api.routes import health, metrics, models, predictions, runs, score_requests
 from lookup_api.core import observability
 from lookup_api.core.db import Database
+from lookup_api.core.key_cache import KeyCache
 from precompute import database
 from precompute.settings import Settings, get_settings
 
@@ -52,8 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.metrics = observability.Metrics()
-    app.state.key_cache = {}
-    app.state.key_cache_seconds = settings.api_key_cache_seconds
+    app.state.key_cache = KeyCache(settings.api_key_cache_seconds)
     app.state.max_request_bytes = settings.api_max_request_bytes
     app.state.max_pending_requests = settings.api_max_pending_requests
     app.state.contracts = functools.lru_cache(maxsize=64)(
@@ -64,4 +64,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     for module in (health, predictions, models, runs, score_requests):
         app.include_router(module.router)
+    if settings.api_metrics != "off":
+        app.include_router(metrics.router(settings.api_metrics))
     return app

@@ -149,6 +149,11 @@ class Settings(BaseSettings):
     api_max_request_bytes: int = Field(
         16_384, ge=1024, description="Largest score request body the lookup API accepts."
     )
+    api_metrics: Literal["off", "key", "open"] = Field(
+        "key",
+        description="Who may read the lookup API's /metrics: nobody ('off': 404), callers with "
+        "a predictions:read key ('key'), or anyone who reaches the port ('open').",
+    )
     api_max_pending_requests: int = Field(
         1000,
         ge=1,

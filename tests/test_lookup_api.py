@@ -188,7 +188,7 @@ def test_models_and_runs(api: Api) -> None:
 def test_metrics_count_requests_hits_and_misses(api: Api) -> None:
     api.get("/v1/predictions/c0", api.reader_key, model="churn")
     api.get("/v1/predictions/nobody", api.reader_key, model="churn")
-    text = api.get("/metrics").text
+    text = api.get("/metrics", api.reader_key).text
     assert (
         'lookup_requests_total{method="GET",route="/v1/predictions/{entity_id}",status="200"}'
         in text
