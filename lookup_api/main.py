@@ -13,10 +13,14 @@ from jobs.contracts import load_contract
 from lookup_api.api import errors
 from lookup_api.api.routes import health, metrics, models, predictions, runs, score_requests
 from lookup_api.core import observability
+from lookup_api.core.body_limit import BodyLimit
 from lookup_api.core.db import Database
 from lookup_api.core.key_cache import KeyCache
 from precompute import database
 from precompute.settings import Settings, get_settings
+
+# Routes without a body of their own (GETs) still get one read if a client sends it: a little.
+OTHER_BODY_BYTES = 1024
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -54,12 +58,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.metrics = observability.Metrics()
     app.state.key_cache = KeyCache(settings.api_key_cache_seconds)
-    app.state.max_request_bytes = settings.api_max_request_bytes
     app.state.max_pending_requests = settings.api_max_pending_requests
     app.state.contracts = functools.lru_cache(maxsize=64)(
         functools.partial(load_contract, settings.contracts_dir)
     )
+    body_limits = {
+        score_requests.router.prefix: settings.api_max_request_bytes,
+        predictions.BATCH_GET_PATH: settings.api_max_batch_bytes,
+    }
     observability.configure_logging()
+    # Outermost last: Observe sees (and logs) the 413s BodyLimit answers.
+    app.add_middleware(BodyLimit, limits=body_limits, default=OTHER_BODY_BYTES)
     app.add_middleware(observability.Observe, metrics=app.state.metrics)
     errors.install(app)
     for module in (health, predictions, models, runs, score_requests):

@@ -149,6 +149,12 @@ class Settings(BaseSettings):
     api_max_request_bytes: int = Field(
         16_384, ge=1024, description="Largest score request body the lookup API accepts."
     )
+    api_max_batch_bytes: int = Field(
+        1_048_576,
+        ge=1024,
+        description="Largest batchGet body the lookup API accepts; the default admits 1,000 ids "
+        "of 256 characters written as raw UTF-8.",
+    )
     api_metrics: Literal["off", "key", "open"] = Field(
         "key",
         description="Who may read the lookup API's /metrics: nobody ('off': 404), callers with "

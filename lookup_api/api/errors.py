@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from lookup_api.core.db import RETRY_AFTER_SECONDS, DatabaseDown, InvalidValue, QueryTimeout
+from lookup_api.core.error_body import error_body
 
 
 class ApiError(Exception):
@@ -21,14 +22,10 @@ class ApiError(Exception):
         self.headers = headers
 
 
-def body(code: str, message: str) -> dict[str, dict[str, str]]:
-    return {"error": {"code": code, "message": message}}
-
-
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(body(exc.code, exc.message), exc.status, headers=exc.headers)
+        return JSONResponse(error_body(exc.code, exc.message), exc.status, headers=exc.headers)
 
     async def unavailable(request: Request, exc: Exception) -> JSONResponse:
         code, message = (
@@ -37,7 +34,7 @@ def install(app: FastAPI) -> None:
             else ("database_unavailable", "the database is not answering; retry shortly")
         )
         return JSONResponse(
-            body(code, message), 503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+            error_body(code, message), 503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
         )
 
     app.add_exception_handler(DatabaseDown, unavailable)
@@ -46,7 +43,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(InvalidValue)
     async def invalid_value(request: Request, exc: InvalidValue) -> JSONResponse:
         message = f"a value in the request is invalid: {exc}"
-        return JSONResponse(body("invalid_request", message), 400)
+        return JSONResponse(error_body("invalid_request", message), 400)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -54,11 +51,13 @@ def install(app: FastAPI) -> None:
         for problem in exc.errors():
             where = ".".join(str(part) for part in problem.get("loc", ()) if part != "body")
             problems.append(f"{where or 'body'}: {problem.get('msg', 'invalid')}")
-        return JSONResponse(body("invalid_request", "; ".join(problems)), 400)
+        return JSONResponse(error_body("invalid_request", "; ".join(problems)), 400)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(
-            body(code, str(exc.detail)), exc.status_code, headers=getattr(exc, "headers", None)
+            error_body(code, str(exc.detail)),
+            exc.status_code,
+            headers=getattr(exc, "headers", None),
         )

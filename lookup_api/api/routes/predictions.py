@@ -15,6 +15,7 @@ from lookup_api.api.errors import ApiError
 from lookup_api.api.responses import json_response
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
+BATCH_GET_PATH = router.prefix + ":batchGet"
 MAX_ID_LENGTH = 256
 BATCH_LIMIT = 1000
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -11,7 +11,6 @@ from pydantic import BaseModel, Field, HttpUrl
 
 from lookup_api import crud
 from lookup_api.api.deps import Caller, DbDep, require
-from lookup_api.api.errors import ApiError
 from lookup_api.api.routes.predictions import check_id
 from lookup_api.core import keys
 
@@ -46,17 +45,7 @@ class ScoreRequestOut(BaseModel):
     updated_at: datetime.datetime
 
 
-async def limited_body(request: Request) -> None:
-    """Refuse a body over the limit before it is parsed (413)."""
-    limit: int = request.app.state.max_request_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "payload_too_large", f"the body is over {limit} bytes")
-    if len(await request.body()) > limit:
-        raise ApiError(413, "payload_too_large", f"the body is over {limit} bytes")
-
-
-@router.post("", status_code=202, response_model=Accepted, dependencies=[Depends(limited_body)])
+@router.post("", status_code=202, response_model=Accepted)
 async def submit(body: ScoreRequestIn, request: Request, caller: Submitter) -> dict[str, object]:
     """Queue an entity for the next scoring run of the model's champion."""
     check_id(body.entity_id)
