@@ -151,32 +151,14 @@ async def run(db: Database, run_id: str) -> dict[str, Any]:
                             'started_at', s.started_at, 'finished_at', s.finished_at,
                             'error', s.error) ORDER BY s.started_at)
                            FROM precompute.run_stages s WHERE s.run_id = r.run_id), '[]')
+               AS stages
           FROM analytics.runs r WHERE r.run_id = $1
         """,
         run_id,
     )
     if not rows:
         raise ApiError(404, "unknown_run", f"no run {run_id!r}")
-    names = [
-        "run_id",
-        "mode",
-        "batch_id",
-        "model",
-        "version",
-        "state",
-        "rows_read",
-        "rows_accepted",
-        "rows_quarantined",
-        "rows_scored",
-        "rows_published",
-        "rejected_share",
-        "psi",
-        "error",
-        "started_at",
-        "finished_at",
-        "stages",
-    ]
-    return dict(zip(names, rows[0], strict=True))
+    return dict(rows[0])
 
 
 async def submit_request(
@@ -221,7 +203,11 @@ async def submit_request(
         contract = contracts(schema["dataset"], schema["version"])
     except ContractError as exc:
         raise ApiError(
-            500, "contract_missing", f"the model's contract is not available: {exc}"
+            500,
+            "contract_missing",
+            f"the server cannot check features for model {model!r}: its input contract is "
+            "missing; the server log has the details",
+            detail=str(exc),
         ) from None
     problems = contract.check_features(features)
     if problems:

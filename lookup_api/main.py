@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from jobs.contracts import load_contract
-from lookup_api.api import errors
+from lookup_api.api import docs, errors
 from lookup_api.api.routes import health, metrics, models, predictions, runs, score_requests
 from lookup_api.core import observability
 from lookup_api.core.body_limit import BodyLimit
@@ -55,6 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Precomputed predictions by key, from the PostgreSQL serving tables.",
         version="1",
         lifespan=lifespan,
+        docs_url=None,  # served by docs.install from local files, not a CDN
+        redoc_url=None,
     )
     app.state.metrics = observability.Metrics()
     app.state.key_cache = KeyCache(settings.api_key_cache_seconds)
@@ -71,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, limits=body_limits, default=OTHER_BODY_BYTES)
     app.add_middleware(observability.Observe, metrics=app.state.metrics)
     errors.install(app)
+    docs.install(app, body_limits, OTHER_BODY_BYTES)
     for module in (health, predictions, models, runs, score_requests):
         app.include_router(module.router)
     if settings.api_metrics != "off":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from lookup_api.api.deps import DbDep
+from lookup_api.api.errors import responses
 
 router = APIRouter(tags=["operations"])
 
@@ -15,7 +16,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=responses(503))
 async def readyz(db: DbDep) -> dict[str, str]:
     """The database answers (503 with Retry-After when it does not)."""
     await db.query("SELECT 1")

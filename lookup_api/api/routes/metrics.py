@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lookup_api.api.deps import require
+from lookup_api.api.errors import responses
 from lookup_api.core import keys
 
 
@@ -32,6 +33,7 @@ def router(exposure: Literal["key", "open"]) -> APIRouter:
                 "description": "Prometheus text exposition format.",
                 "content": {"text/plain": {"schema": {"type": "string"}}},
             },
+            **(responses(401, 403, 503) if keyed else {}),
         },
     )
     return routes

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import datetime
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field, HttpUrl
 
 from lookup_api import crud
 from lookup_api.api.deps import Caller, DbDep, require
-from lookup_api.api.routes.predictions import check_id
+from lookup_api.api.errors import responses
+from lookup_api.api.schemas import Accepted, ScoreRequestIn, ScoreRequestOut
 from lookup_api.core import keys
 
 router = APIRouter(prefix="/v1/score-requests", tags=["score requests"])
@@ -19,36 +18,28 @@ Submitter = Annotated[Caller, Depends(require(keys.SUBMIT))]
 Anyone = Annotated[Caller, Depends(require(keys.READ, keys.SUBMIT))]
 
 
-class ScoreRequestIn(BaseModel):
-    model: str = Field(description="Model name; the next run of its champion answers.")
-    entity_id: str
-    features: dict[str, Any] = Field(description="Feature values, as the model's contract says.")
-    callback_url: HttpUrl | None = Field(None, description="Gets the result as a POST when done.")
-
-
-class Accepted(BaseModel):
-    request_id: uuid.UUID
-    state: str
-
-
-class ScoreRequestOut(BaseModel):
-    request_id: uuid.UUID
-    model: str
-    entity_id: str
-    state: str
-    version: int | None
-    score: float | None
-    label: str | None
-    error: str | None
-    run_id: str | None
-    created_at: datetime.datetime
-    updated_at: datetime.datetime
-
-
-@router.post("", status_code=202, response_model=Accepted)
+@router.post(
+    "",
+    status_code=202,
+    response_model=Accepted,
+    responses=responses(
+        400,
+        401,
+        403,
+        404,
+        409,
+        413,
+        429,
+        503,
+        s400="Invalid body or entity id, or features that do not fit the model's input "
+        "contract (`invalid_features`, naming each field).",
+        s404="No such model (`unknown_model`).",
+        s409="The model has no champion version (`no_champion`).",
+        s429="This API key has too many requests waiting to be scored (`too_many_pending`).",
+    ),
+)
 async def submit(body: ScoreRequestIn, request: Request, caller: Submitter) -> dict[str, object]:
     """Queue an entity for the next scoring run of the model's champion."""
-    check_id(body.entity_id)
     request.state.log |= {"model": body.model}
     request_id = await crud.submit_request(
         request.app.state.writer,
@@ -63,7 +54,11 @@ async def submit(body: ScoreRequestIn, request: Request, caller: Submitter) -> d
     return {"request_id": request_id, "state": "pending"}
 
 
-@router.get("/{request_id}", response_model=ScoreRequestOut)
+@router.get(
+    "/{request_id}",
+    response_model=ScoreRequestOut,
+    responses=responses(400, 401, 403, 404, 503, s404="No score request with this id."),
+)
 async def status(request_id: uuid.UUID, db: DbDep, caller: Anyone) -> dict[str, object]:
     """A request's state: pending, scoring, done (with the prediction) or failed (with why)."""
     return await crud.score_request(db, request_id)
