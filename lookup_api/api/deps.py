@@ -31,7 +31,13 @@ async def get_db(request: Request) -> Database:
     return database
 
 
+async def get_writer(request: Request) -> Database:
+    database: Database = request.app.state.writer
+    return database
+
+
 DbDep = Annotated[Database, Depends(get_db)]
+WriterDep = Annotated[Database, Depends(get_writer)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
 
 
@@ -82,3 +88,5 @@ def require(*scopes: str) -> Callable[[Request, Database, Credentials], Awaitabl
 
 
 Reader = Annotated[Caller, Depends(require(keys.READ))]
+Submitter = Annotated[Caller, Depends(require(keys.SUBMIT))]
+Anyone = Annotated[Caller, Depends(require(keys.READ, keys.SUBMIT))]

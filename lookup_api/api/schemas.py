@@ -11,7 +11,7 @@ import math
 import uuid
 from typing import Annotated, Any
 
-from fastapi import Path, Query
+from fastapi import Header, Path, Query
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -76,6 +76,18 @@ RunIdPath = Annotated[
 VersionQ = Annotated[
     int | None,
     Query(ge=1, le=MAX_VERSION, description="Version number (instead of an alias)."),
+]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Optional, unique per API key: sending the same request again with the same "
+        "key returns the request made the first time (202, same id) instead of a second one; "
+        "a different request under a key already used is refused (409).",
+    ),
 ]
 
 
