@@ -131,6 +131,12 @@ class Settings(BaseSettings):
         description="Maintenance deletes run records finished longer ago than this, unless "
         "their model version is still served.",
     )
+    score_requests_kept_days: int = Field(
+        30,
+        ge=1,
+        description="Maintenance deletes score requests finished (done or failed) longer ago "
+        "than this; their Idempotency-Key can then be used again.",
+    )
     api_host: str = Field("127.0.0.1", description="Address the lookup API listens on.")
     api_port: int = Field(8000, ge=1, le=65535, description="Port the lookup API listens on.")
     api_workers: int = Field(1, ge=1, le=64, description="Lookup API worker processes.")

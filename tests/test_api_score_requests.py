@@ -1,5 +1,6 @@
 """Score requests as clients meet them when things go wrong: another key asking for a request it
-did not make, a client retrying a submission, a reply lost between PostgreSQL and the API."""
+did not make, a client retrying a submission, a reply lost between PostgreSQL and the API, and
+requests kept past their retention."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ import httpx
 import pytest
 from api_support import FEATURES, Api, seeded_database, served
 from conftest import fetch_all
+from pydantic import SecretStr
 
+from jobs import maintenance
 from precompute.settings import Settings
 
 BODY = {"model": "churn", "entity_id": "e-1", "features": FEATURES}
@@ -219,3 +222,37 @@ def test_a_reply_lost_after_the_insert_makes_no_second_request(url: str, tmp_pat
         url, "SELECT request_id::text FROM precompute.score_requests WHERE entity_id = 'lost-reply'"
     )
     assert rows == [(response.json()["request_id"],)]
+
+
+def test_maintenance_deletes_finished_requests_past_retention(url: str, settings: Settings) -> None:
+    fetch_all(
+        url,
+        """
+        INSERT INTO precompute.runs (run_id, mode, state, finished_at)
+        VALUES ('old-run', 'full', 'succeeded', now() - interval '100 days');
+        INSERT INTO precompute.score_requests
+            (model_id, entity_id, features, state, score, error, run_id, callback_state, updated_at)
+        VALUES
+            (1, 'old-done', '{}', 'done', 0.5, NULL, 'old-run', 'delivered',
+             now() - interval '31 days'),
+            (1, 'old-failed', '{}', 'failed', NULL, 'no', NULL, 'none', now() - interval '31 days'),
+            (1, 'old-pending', '{}', 'pending', NULL, NULL, NULL, 'none',
+             now() - interval '31 days'),
+            (1, 'old-callback-due', '{}', 'done', 0.5, NULL, NULL, 'pending',
+             now() - interval '31 days'),
+            (1, 'recent-done', '{}', 'done', 0.5, NULL, NULL, 'none', now() - interval '29 days');
+        """,
+    )
+    kept = settings.model_copy(
+        update={"database_url": SecretStr(url), "score_requests_kept_days": 30}
+    )
+    assert maintenance.remove_finished_requests(kept) == 2
+    left = fetch_all(
+        url,
+        "SELECT entity_id FROM precompute.score_requests"
+        " WHERE entity_id LIKE 'old-%%' OR entity_id LIKE 'recent-%%' ORDER BY 1",
+    )
+    assert left == [("old-callback-due",), ("old-pending",), ("recent-done",)]
+    # The run the deleted request pointed at is no longer held back.
+    assert maintenance.remove_old_runs(kept) >= 1
+    assert fetch_all(url, "SELECT 1 FROM precompute.runs WHERE run_id = 'old-run'") == []
