@@ -7,6 +7,9 @@ it daily, with `precompute serving prune` for the serving tables.
   and training tables, the quarantine) is compacted (small files from many batches merged) and
   vacuumed: files no version newer than `PRECOMPUTE_LAKE_RETENTION_HOURS` reads are deleted,
   which also bounds how far back time travel reaches.
+- **Score requests** finished (done or failed) more than `PRECOMPUTE_SCORE_REQUESTS_KEPT_DAYS`
+  ago are deleted, unless a callback is still due; their Idempotency-Keys are free again. First,
+  so that the runs they pointed at can go too.
 - **Run records** finished more than `PRECOMPUTE_RUN_RECORDS_KEPT_DAYS` ago are deleted with
   their stages and metrics, unless their model version is still served (their predictions may be
   live) or a score request points at them. Their Delta predictions stay in the history.
@@ -74,6 +77,22 @@ def compact_and_vacuum(spark: SparkSession, settings: Settings) -> list[Compacte
     return done
 
 
+def remove_finished_requests(settings: Settings) -> int:
+    """Delete score requests finished longer ago than their retention; how many."""
+    url = database.database_url(settings, "writer")
+    with database.transaction(url, hint=database.unreachable_hint(settings)) as cursor:
+        cursor.execute(
+            """
+            DELETE FROM precompute.score_requests
+             WHERE state IN ('done', 'failed')
+               AND updated_at < now() - make_interval(days => %s)
+               AND callback_state <> 'pending'
+            """,
+            (settings.score_requests_kept_days,),
+        )
+        return int(cursor.rowcount)
+
+
 def remove_old_runs(settings: Settings) -> int:
     """Delete run records past retention that nothing still depends on; how many."""
     url = database.database_url(settings, "writer")
@@ -117,6 +136,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             f"{c.table}: compacted {c.files_removed} files into {c.files_added}, "
             f"vacuumed {c.files_vacuumed}"
         )
+    print(f"score requests: removed {remove_finished_requests(settings)} past retention")
     print(f"run records: removed {remove_old_runs(settings)} past retention")
     return 0
 

@@ -1,13 +1,9 @@
-"""The API's queries: each answers one request in one statement on the read-only role."""
+"""The API's reads: each answers one request in one statement (score requests: submissions.py)."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable
 from typing import Any
 
-from jobs import rules
-from jobs.contracts import Contract, ContractError
 from lookup_api.api.errors import ApiError
 from lookup_api.core.db import Database
 
@@ -153,122 +149,11 @@ async def run(db: Database, run_id: str) -> dict[str, Any]:
                             'started_at', s.started_at, 'finished_at', s.finished_at,
                             'error', s.error) ORDER BY s.started_at)
                            FROM analytics.run_stages s WHERE s.run_id = r.run_id), '[]')
+               AS stages
           FROM analytics.runs r WHERE r.run_id = $1
         """,
         run_id,
     )
     if not rows:
         raise ApiError(404, "unknown_run", f"no run {run_id!r}")
-    names = [
-        "run_id",
-        "mode",
-        "batch_id",
-        "model",
-        "version",
-        "state",
-        "rows_read",
-        "rows_accepted",
-        "rows_quarantined",
-        "rows_scored",
-        "rows_published",
-        "rejected_share",
-        "psi",
-        "error",
-        "started_at",
-        "finished_at",
-        "stages",
-    ]
-    return dict(zip(names, rows[0], strict=True))
-
-
-async def submit_request(
-    writer: Database,
-    contracts: Callable[[str, int], Contract],
-    key_id: int,
-    max_pending: int,
-    model: str,
-    entity_id: str,
-    features: dict[str, Any],
-    callback_url: str | None,
-) -> str:
-    """Check the features against the champion's contract and queue the request; its id."""
-    rows = await writer.query(
-        """
-        SELECT m.model_id, v.input_schema,
-               (SELECT count(*) FROM precompute.score_requests r
-                 WHERE r.api_key_id = $1 AND r.state IN ('pending', 'scoring'))
-          FROM precompute.models m
-          LEFT JOIN precompute.model_aliases a ON a.model_id = m.model_id AND a.alias = 'champion'
-          LEFT JOIN precompute.model_versions v ON v.version_id = a.version_id
-         WHERE m.name = $2
-        """,
-        key_id,
-        model,
-    )
-    if not rows:
-        raise ApiError(
-            404, "unknown_model", f"no model named {model!r} (GET /v1/models lists them)"
-        )
-    model_id, schema, pending = rows[0]
-    if schema is None:
-        raise ApiError(409, "no_champion", f"model {model!r} has no champion version to score with")
-    if pending >= max_pending:
-        raise ApiError(
-            429,
-            "too_many_pending",
-            f"this key has {pending} score requests waiting (the limit is {max_pending}); "
-            "submit more once they are scored",
-        )
-    try:
-        contract = contracts(schema["dataset"], schema["version"])
-    except ContractError as exc:
-        raise ApiError(
-            500, "contract_missing", f"the model's contract is not available: {exc}"
-        ) from None
-    record = {contract.entity_id.name: entity_id, **features}
-    problems = rules.check_record(contract, record, rules.request_columns(contract))
-    if problems:
-        raise ApiError(400, "invalid_features", rules.explain(contract, problems))
-    inserted = await writer.query(
-        """
-        INSERT INTO precompute.score_requests
-            (model_id, entity_id, features, api_key_id, callback_url)
-        VALUES ($1, $2, $3, $4, $5) RETURNING request_id
-        """,
-        model_id,
-        entity_id,
-        features,
-        key_id,
-        callback_url,
-    )
-    return str(inserted[0][0])
-
-
-async def score_request(db: Database, request_id: uuid.UUID) -> dict[str, Any]:
-    rows = await db.query(
-        """
-        SELECT r.request_id, m.name, r.entity_id, r.state, v.version, r.score, r.label, r.error,
-               r.run_id, r.created_at, r.updated_at
-          FROM precompute.score_requests r
-          JOIN precompute.models m USING (model_id)
-          LEFT JOIN precompute.model_versions v ON v.version_id = r.model_version_id
-         WHERE r.request_id = $1
-        """,
-        request_id,
-    )
-    if not rows:
-        raise ApiError(404, "unknown_request", f"no score request {request_id}")
-    names = (
-        "request_id",
-        "model",
-        "entity_id",
-        "state",
-        "version",
-        "score",
-        "label",
-        "error",
-        "run_id",
-        "created_at",
-        "updated_at",
-    )
-    return dict(zip(names, rows[0], strict=True))
+    return dict(rows[0])

@@ -10,12 +10,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from jobs.contracts import load_contract
-from lookup_api.api import errors
-from lookup_api.api.routes import health, models, predictions, runs, score_requests
+from lookup_api.api import docs, errors
+from lookup_api.api.routes import health, metrics, models, predictions, runs, score_requests
 from lookup_api.core import observability
+from lookup_api.core.body_limit import BodyLimit
 from lookup_api.core.db import Database
+from lookup_api.core.key_cache import KeyCache
 from precompute import callback_targets, database
 from precompute.settings import Settings, get_settings
+
+# Routes without a body of their own (GETs) still get one read if a client sends it: a little.
+OTHER_BODY_BYTES = 1024
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -23,16 +28,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = database.database_url(settings, "api")
+        # Reads are nearly every request: generic plans, and read-only as a second guard.
         app.state.db = Database(
-            database.database_url(settings, "reader"),
+            url,
             settings.api_pool_size,
             settings.api_statement_timeout_ms,
             generic_plans=True,
+            read_only=True,
         )
         # Only score requests write, and they are rare: a small pool of their own.
-        app.state.writer = Database(
-            database.database_url(settings, "writer"), 2, settings.api_statement_timeout_ms
-        )
+        app.state.writer = Database(url, 2, settings.api_statement_timeout_ms)
         await app.state.db.open()
         await app.state.writer.open()
         # Everything loaded so far lives as long as the process. Left in the collector's
@@ -49,19 +55,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Precomputed predictions by key, from the PostgreSQL serving tables.",
         version="1",
         lifespan=lifespan,
+        docs_url=None,  # served by docs.install from local files, not a CDN
+        redoc_url=None,
     )
     app.state.metrics = observability.Metrics()
-    app.state.key_cache = {}
-    app.state.key_cache_seconds = settings.api_key_cache_seconds
-    app.state.max_request_bytes = settings.api_max_request_bytes
+    app.state.key_cache = KeyCache(settings.api_key_cache_seconds)
     app.state.max_pending_requests = settings.api_max_pending_requests
     app.state.callback_allowed = callback_targets.Allowed.parse(settings.callback_allowed_hosts)
     app.state.contracts = functools.lru_cache(maxsize=64)(
         functools.partial(load_contract, settings.contracts_dir)
     )
+    body_limits = {
+        score_requests.router.prefix: settings.api_max_request_bytes,
+        predictions.BATCH_GET_PATH: settings.api_max_batch_bytes,
+    }
     observability.configure_logging()
+    # Outermost last: Observe sees (and logs) the 413s BodyLimit answers.
+    app.add_middleware(BodyLimit, limits=body_limits, default=OTHER_BODY_BYTES)
     app.add_middleware(observability.Observe, metrics=app.state.metrics)
     errors.install(app)
+    docs.install(app, body_limits, OTHER_BODY_BYTES)
     for module in (health, predictions, models, runs, score_requests):
         app.include_router(module.router)
+    if settings.api_metrics != "off":
+        app.include_router(metrics.router(settings.api_metrics))
     return app

@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     db_commands.add_parser("stop", help="stop the embedded server").set_defaults(handler=_db_stop)
     db_commands.add_parser("status", help="is the server up?").set_defaults(handler=_db_status)
     url = db_commands.add_parser("url", help="print a connection URL")
-    url.add_argument("--role", choices=["admin", "writer", "reader"], default="admin")
+    url.add_argument("--role", choices=["admin", "writer", "reader", "api"], default="admin")
     url.set_defaults(handler=_db_url)
     db_commands.add_parser("migrate", help="apply pending migrations from sql/").set_defaults(
         handler=_db_migrate

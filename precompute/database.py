@@ -1,4 +1,5 @@
-"""Database URLs for the three ways the project connects: admin (migrations), writer, reader."""
+"""Database URLs for the ways the project connects: admin (migrations), writer (jobs), reader
+(analysts) and api (the lookup API)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from precompute.embedded_pg import EmbeddedPostgres
 from precompute.errors import PrecomputeError
 from precompute.settings import Settings
 
-Role = Literal["admin", "writer", "reader"]
+Role = Literal["admin", "writer", "reader", "api"]
 WRITER_ROLE = "precompute_writer"
 READER_ROLE = "precompute_reader"
+API_ROLE = "precompute_api"
 
 
 class DatabaseUnavailable(PrecomputeError):
@@ -45,11 +47,11 @@ def with_role(url: str, role: Role, settings: Settings) -> str:
     """The same server and database as `url`, with the role's credentials."""
     if role == "admin":
         return url
-    user, secret = (
-        (WRITER_ROLE, settings.writer_password)
-        if role == "writer"
-        else (READER_ROLE, settings.reader_password)
-    )
+    user, secret = {
+        "writer": (WRITER_ROLE, settings.writer_password),
+        "reader": (READER_ROLE, settings.reader_password),
+        "api": (API_ROLE, settings.api_password),
+    }[role]
     return _with_credentials(url, user, secret.get_secret_value())
 
 

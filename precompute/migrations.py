@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg2
 from psycopg2 import sql
 
-from precompute.database import READER_ROLE, WRITER_ROLE, connect, unreachable_hint
+from precompute.database import API_ROLE, READER_ROLE, WRITER_ROLE, connect, unreachable_hint
 from precompute.errors import PrecomputeError
 from precompute.settings import Settings, project_root
 
@@ -188,6 +188,7 @@ def _set_role_passwords(cur: psycopg2.extensions.cursor, settings: Settings) -> 
     for role, secret in (
         (WRITER_ROLE, settings.writer_password),
         (READER_ROLE, settings.reader_password),
+        (API_ROLE, settings.api_password),
     ):
         cur.execute(
             sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD %s").format(sql.Identifier(role)),

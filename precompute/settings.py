@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 DEV_WRITER_PASSWORD = "precompute-writer-dev"
 DEV_READER_PASSWORD = "precompute-reader-dev"
 DEV_CALLBACK_SECRET = "precompute-callback-dev"
+DEV_API_PASSWORD = "precompute-api-dev"
 
 
 def project_root() -> Path:
@@ -140,6 +141,12 @@ class Settings(BaseSettings):
         description="Maintenance deletes run records finished longer ago than this, unless "
         "their model version is still served.",
     )
+    score_requests_kept_days: int = Field(
+        30,
+        ge=1,
+        description="Maintenance deletes score requests finished (done or failed) longer ago "
+        "than this; their Idempotency-Key can then be used again.",
+    )
     api_host: str = Field("127.0.0.1", description="Address the lookup API listens on.")
     api_port: int = Field(8000, ge=1, le=65535, description="Port the lookup API listens on.")
     api_workers: int = Field(1, ge=1, le=64, description="Lookup API worker processes.")
@@ -157,6 +164,17 @@ class Settings(BaseSettings):
     )
     api_max_request_bytes: int = Field(
         16_384, ge=1024, description="Largest score request body the lookup API accepts."
+    )
+    api_max_batch_bytes: int = Field(
+        1_048_576,
+        ge=1024,
+        description="Largest batchGet body the lookup API accepts; the default admits 1,000 ids "
+        "of 256 characters written as raw UTF-8.",
+    )
+    api_metrics: Literal["off", "key", "open"] = Field(
+        "key",
+        description="Who may read the lookup API's /metrics: nobody ('off': 404), callers with "
+        "a predictions:read key ('key'), or anyone who reaches the port ('open').",
     )
     api_max_pending_requests: int = Field(
         1000,
@@ -234,6 +252,9 @@ class Settings(BaseSettings):
     reader_password: SecretStr = Field(
         SecretStr(DEV_READER_PASSWORD), description="Password of the precompute_reader role."
     )
+    api_password: SecretStr = Field(
+        SecretStr(DEV_API_PASSWORD), description="Password of the precompute_api role."
+    )
 
     @field_validator("callback_allowed_hosts", mode="before")
     @classmethod
@@ -264,6 +285,7 @@ class Settings(BaseSettings):
                     ("PRECOMPUTE_WRITER_PASSWORD", self.writer_password, DEV_WRITER_PASSWORD),
                     ("PRECOMPUTE_READER_PASSWORD", self.reader_password, DEV_READER_PASSWORD),
                     ("PRECOMPUTE_CALLBACK_SECRET", self.callback_secret, DEV_CALLBACK_SECRET),
+                    ("PRECOMPUTE_API_PASSWORD", self.api_password, DEV_API_PASSWORD),
                 )
                 if value.get_secret_value() == placeholder
             ]

@@ -6,95 +6,36 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import create_database, created_key, drop_database, fetch_all, run_cli, serve_api
+from api_support import FEATURES, Api, seeded_database, served
+from conftest import created_key, fetch_all, run_cli
 
 from lookup_api.core.db import Database, DatabaseDown, InvalidValue, QueryTimeout
-from precompute import database, migrations
+from precompute import database
 from precompute.settings import Settings
-
-
-@dataclass(frozen=True)
-class Api:
-    base: str
-    env: dict[str, str]
-    log: Path
-    admin_url: str
-    reader_key: str
-    submit_key: str
-
-    def get(self, path: str, key: str | None = None, **params: Any) -> httpx.Response:
-        return httpx.get(self.base + path, params=params, headers=_auth(key), timeout=10)
-
-    def post(self, path: str, key: str | None, **kwargs: Any) -> httpx.Response:
-        headers = _auth(key) | kwargs.pop("headers", {})
-        return httpx.post(self.base + path, headers=headers, timeout=10, **kwargs)
-
-
-def _auth(key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"} if key else {}
-
-
-SEED = """
-INSERT INTO precompute.models (name, task) VALUES ('churn', 'classification');
-INSERT INTO precompute.model_versions
-    (model_id, version, model_kind, bundle_uri, bundle_sha256, input_schema)
-SELECT model_id, v, 'logistic_regression', 'file:///nowhere/v' || v || '.zip', repeat('0', 64),
-       '{"dataset": "customers", "version": 1}'
-  FROM precompute.models, generate_series(1, 2) v;
-INSERT INTO precompute.model_aliases (model_id, alias, version_id)
-SELECT model_id, CASE version WHEN 1 THEN 'champion' ELSE 'challenger' END, version_id
-  FROM precompute.model_versions;
-INSERT INTO precompute.runs (run_id, mode, batch_id, state, rows_scored, rows_published)
-VALUES ('seed-run', 'incremental', 'b1', 'succeeded', 3, 3);
-"""
 
 
 @pytest.fixture(scope="module")
 def api(
     admin_url: str, settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Api]:
-    name = f"test_api_{uuid.uuid4().hex[:8]}"
-    url = create_database(admin_url, name)
-    migrations.migrate(url, settings)
-    writer = database.with_role(url, "writer", settings)
-    fetch_all(writer, SEED)
-    for version_id, scores in ((1, (0.9, 0.2, 0.6)), (2, (0.1, 0.8, 0.3))):
-        fetch_all(
-            writer,
-            f"CREATE TABLE serving.predictions_v{version_id} PARTITION OF precompute.predictions "
-            f"FOR VALUES IN ({version_id})",
-        )
-        for i, score in enumerate(scores):
-            fetch_all(
-                writer,
-                "INSERT INTO precompute.predictions VALUES (%s, %s, %s, %s, now(), 'seed-run')",
-                (version_id, f"c{i}", score, "true" if score > 0.5 else "false"),
-            )
-    env = os.environ | {
-        "DATABASE_URL": url,
-        "PRECOMPUTE_API_KEY_CACHE_SECONDS": "0",  # revocation is seen at once
-        "PRECOMPUTE_API_MAX_PENDING_REQUESTS": "3",
-    }
-    reader_key = created_key(run_cli("api-key", "create", "reader-app", env=env))
-    submit_key = created_key(
-        run_cli("api-key", "create", "submitter", "--scope", "score-requests:write", env=env)
-    )
     log = tmp_path_factory.mktemp("api") / "api.log"
-    try:
-        with serve_api(env, log) as base:
-            yield Api(base, env, log, url, reader_key, submit_key)
-    finally:
-        drop_database(admin_url, name)
+    with (
+        seeded_database(admin_url, settings) as url,
+        served(
+            url,
+            log,
+            PRECOMPUTE_API_KEY_CACHE_SECONDS="0",  # revocation is seen at once
+            PRECOMPUTE_API_MAX_PENDING_REQUESTS="3",
+        ) as api,
+    ):
+        yield api
 
 
 def test_health_readiness_and_the_openapi_document(api: Api) -> None:
@@ -247,7 +188,7 @@ def test_models_and_runs(api: Api) -> None:
 def test_metrics_count_requests_hits_and_misses(api: Api) -> None:
     api.get("/v1/predictions/c0", api.reader_key, model="churn")
     api.get("/v1/predictions/nobody", api.reader_key, model="churn")
-    text = api.get("/metrics").text
+    text = api.get("/metrics", api.reader_key).text
     assert (
         'lookup_requests_total{method="GET",route="/v1/predictions/{entity_id}",status="200"}'
         in text
@@ -274,18 +215,6 @@ def test_every_request_is_one_json_log_line_without_key_material(api: Api) -> No
     assert api.reader_key not in content and api.submit_key not in content
 
 
-FEATURES = {
-    "age": 41.0,
-    "tenure_months": 12,
-    "monthly_spend": 55.5,
-    "support_calls": 2,
-    "discount_rate": None,
-    "plan": "plus",
-    "region": "west",
-    "autopay": True,
-}
-
-
 def test_a_score_request_is_checked_queued_and_readable(api: Api) -> None:
     body = {"model": "churn", "entity_id": "new-1", "features": FEATURES}
     submitted = api.post("/v1/score-requests", api.submit_key, json=body)
@@ -298,10 +227,8 @@ def test_a_score_request_is_checked_queued_and_readable(api: Api) -> None:
         (request_id,),
     )
     assert stored == [("new-1", FEATURES, "pending")]
-    # Either scope may read a request by its id.
-    for key in (api.submit_key, api.reader_key):
-        shown = api.get(f"/v1/score-requests/{request_id}", key).json()
-        assert (shown["state"], shown["model"], shown["score"]) == ("pending", "churn", None)
+    shown = api.get(f"/v1/score-requests/{request_id}", api.submit_key).json()
+    assert (shown["state"], shown["model"], shown["score"]) == ("pending", "churn", None)
     fetch_all(api.admin_url, "DELETE FROM precompute.score_requests")
 
 

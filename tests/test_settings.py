@@ -58,6 +58,7 @@ def test_production_refuses_placeholder_passwords(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("DATABASE_URL", "postgresql://admin:s3cret@db.internal/precompute")
     monkeypatch.setenv("PRECOMPUTE_WRITER_PASSWORD", "a-real-secret")
     monkeypatch.setenv("PRECOMPUTE_CALLBACK_SECRET", "a-real-callback-key")
+    monkeypatch.setenv("PRECOMPUTE_API_PASSWORD", "a-third-secret")
 
     with pytest.raises(ValidationError, match="PRECOMPUTE_READER_PASSWORD") as refused:
         Settings()
@@ -72,21 +73,36 @@ def test_production_needs_an_external_database(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("PRECOMPUTE_WRITER_PASSWORD", "w")
     monkeypatch.setenv("PRECOMPUTE_READER_PASSWORD", "r")
     monkeypatch.setenv("PRECOMPUTE_CALLBACK_SECRET", "k")
+    monkeypatch.setenv("PRECOMPUTE_API_PASSWORD", "a")
     with pytest.raises(ValidationError, match="production needs DATABASE_URL"):
         Settings()
+
+
+def _production(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRECOMPUTE_ENVIRONMENT", "production")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://admin:s3cret@db.internal/precompute")
+    monkeypatch.setenv("PRECOMPUTE_WRITER_PASSWORD", "w")
+    monkeypatch.setenv("PRECOMPUTE_READER_PASSWORD", "r")
 
 
 def test_production_refuses_the_placeholder_callback_secret(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("PRECOMPUTE_ENVIRONMENT", "production")
-    monkeypatch.setenv("DATABASE_URL", "postgresql://admin:s3cret@db.internal/precompute")
-    monkeypatch.setenv("PRECOMPUTE_WRITER_PASSWORD", "w")
-    monkeypatch.setenv("PRECOMPUTE_READER_PASSWORD", "r")
+    _production(monkeypatch)
+    monkeypatch.setenv("PRECOMPUTE_API_PASSWORD", "a")
     with pytest.raises(ValidationError, match="placeholder for PRECOMPUTE_CALLBACK_SECRET"):
         Settings()
     monkeypatch.setenv("PRECOMPUTE_CALLBACK_SECRET", "a-real-callback-key")
     assert Settings().callback_secret.get_secret_value() == "a-real-callback-key"
+
+
+def test_production_refuses_the_api_roles_placeholder_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _production(monkeypatch)
+    monkeypatch.setenv("PRECOMPUTE_CALLBACK_SECRET", "k")
+    with pytest.raises(ValidationError, match="placeholder for PRECOMPUTE_API_PASSWORD"):
+        Settings()
 
 
 def test_allowed_callback_hosts_are_a_comma_separated_list_of_hosts_and_networks(
@@ -108,6 +124,7 @@ def test_role_urls_keep_server_and_database_and_quote_secrets(
 
     reader = parse_dsn(database.database_url(settings, "reader"))
     admin = parse_dsn(database.database_url(settings, "admin"))
+    api = parse_dsn(database.database_url(settings, "api"))
 
     assert reader == {
         "user": "precompute_reader",
@@ -117,6 +134,7 @@ def test_role_urls_keep_server_and_database_and_quote_secrets(
         "dbname": "scoring",
     }
     assert admin["user"] == "admin" and admin["dbname"] == "scoring"
+    assert (api["user"], api["host"], api["dbname"]) == ("precompute_api", "db.internal", "scoring")
     assert not settings.embedded_database
 
 

@@ -7,11 +7,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from lookup_api.api.errors import ApiError
 from lookup_api.core import keys
 from lookup_api.core.db import Database
+from lookup_api.core.key_cache import KeyCache
+
+# Declares the scheme in the OpenAPI document; the answers for a missing key are ours (below).
+BEARER = HTTPBearer(auto_error=False, description="An API key: `precompute api-key create`.")
 
 
 @dataclass(frozen=True)
@@ -26,45 +31,50 @@ async def get_db(request: Request) -> Database:
     return database
 
 
+async def get_writer(request: Request) -> Database:
+    database: Database = request.app.state.writer
+    return database
+
+
 DbDep = Annotated[Database, Depends(get_db)]
+WriterDep = Annotated[Database, Depends(get_writer)]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
 
 
-async def _caller(request: Request, db: Database) -> Caller:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(
-            401,
+def _refused(code: str, message: str) -> ApiError:
+    return ApiError(401, code, message, {"WWW-Authenticate": "Bearer"})
+
+
+async def _caller(request: Request, db: Database, credentials: Credentials) -> Caller:
+    if credentials is None or not credentials.credentials.strip():
+        raise _refused(
             "unauthenticated",
             "send an API key as 'Authorization: Bearer <key>' (`precompute api-key create`)",
-            {"WWW-Authenticate": "Bearer"},
         )
-    digest = keys.key_hash(token.strip())
-    cache: dict[str, tuple[float, Caller | None]] = request.app.state.key_cache
-    ttl: float = request.app.state.key_cache_seconds
+    token = credentials.credentials.strip()
+    if not keys.well_formed(token):
+        # Nothing else can be a key: no database work, and nothing cached for it.
+        raise _refused("invalid_key", "the API key is unknown or revoked")
+    digest = keys.key_hash(token)
+    cache: KeyCache[Caller] = request.app.state.key_cache
     now = time.monotonic()
-    cached = cache.get(digest)
-    if cached is not None and now - cached[0] < ttl:
-        caller = cached[1]
-    else:
+    fresh, caller = cache.get(digest, now)
+    if not fresh:
         rows = await db.query("SELECT key_id, name, scopes FROM precompute.api_key_for($1)", digest)
         caller = Caller(rows[0][0], rows[0][1], tuple(rows[0][2])) if rows else None
-        if len(cache) > 10_000:
-            cache.clear()  # bounded: a flood of made-up keys must not grow it without end
-        cache[digest] = (now, caller)
+        request.app.state.metrics.key_checks.labels("known" if caller else "unknown").inc()
+        cache.put(digest, caller, now)
     if caller is None:
-        raise ApiError(
-            401, "invalid_key", "the API key is unknown or revoked", {"WWW-Authenticate": "Bearer"}
-        )
+        raise _refused("invalid_key", "the API key is unknown or revoked")
     request.state.log["key"] = caller.name
     return caller
 
 
-def require(*scopes: str) -> Callable[[Request, Database], Awaitable[Caller]]:
+def require(*scopes: str) -> Callable[[Request, Database, Credentials], Awaitable[Caller]]:
     """A dependency that admits callers whose key has one of `scopes`."""
 
-    async def check(request: Request, db: DbDep) -> Caller:
-        caller = await _caller(request, db)
+    async def check(request: Request, db: DbDep, credentials: Credentials) -> Caller:
+        caller = await _caller(request, db, credentials)
         if not set(scopes) & set(caller.scopes):
             raise ApiError(
                 403,
@@ -78,3 +88,5 @@ def require(*scopes: str) -> Callable[[Request, Database], Awaitable[Caller]]:
 
 
 Reader = Annotated[Caller, Depends(require(keys.READ))]
+Submitter = Annotated[Caller, Depends(require(keys.SUBMIT))]
+Anyone = Annotated[Caller, Depends(require(keys.READ, keys.SUBMIT))]

@@ -57,7 +57,13 @@ class Database:
     """
 
     def __init__(
-        self, url: str, size: int, statement_timeout_ms: int, *, generic_plans: bool = False
+        self,
+        url: str,
+        size: int,
+        statement_timeout_ms: int,
+        *,
+        generic_plans: bool = False,
+        read_only: bool = False,
     ) -> None:
         self._url = url
         self._size = size
@@ -67,6 +73,8 @@ class Database:
         }
         if generic_plans:
             self._settings["plan_cache_mode"] = "force_generic_plan"
+        if read_only:
+            self._settings["default_transaction_read_only"] = "on"
         self._pool: asyncpg.Pool | None = None
 
     async def open(self) -> None:

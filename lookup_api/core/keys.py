@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -22,6 +23,9 @@ READ = "predictions:read"
 SUBMIT = "score-requests:write"
 SCOPES = (READ, SUBMIT)
 PREFIX_LENGTH = 10
+# What new_key() makes: 32 bytes are 43 characters of unpadded URL-safe base64. Anything else
+# cannot be a key, so the API refuses it without asking the database.
+KEY_FORMAT = re.compile(r"pc_[A-Za-z0-9_-]{43}")
 
 
 class ApiKeyError(PrecomputeError):
@@ -40,6 +44,10 @@ class ApiKey:
 
 def new_key() -> str:
     return "pc_" + secrets.token_urlsafe(32)
+
+
+def well_formed(token: str) -> bool:
+    return KEY_FORMAT.fullmatch(token) is not None
 
 
 def key_hash(key: str) -> str:

@@ -13,6 +13,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LOG = logging.getLogger("lookup_api.access")
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# A client may send any token as the method: as a label it would grow the registry without end.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class Metrics:
@@ -37,6 +39,13 @@ class Metrics:
             "lookup_predictions",
             "Entity ids asked for, by model and result (hit or miss).",
             ("model", "result"),
+            registry=self.registry,
+        )
+        self.key_checks = Counter(
+            "lookup_key_checks",
+            "API keys checked in the database (not answered from the cache), by result: "
+            "known or unknown.",
+            ("result",),
             registry=self.registry,
         )
 
@@ -82,7 +91,8 @@ class Observe:
         finally:
             seconds = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            self.metrics.requests.labels(route, method, str(status)).inc()
             self.metrics.latency.labels(route).observe(seconds)
             line = {
                 "ts": round(time.time(), 3),

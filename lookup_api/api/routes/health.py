@@ -1,11 +1,11 @@
-"""Liveness, readiness and metrics: open, for load balancers and Prometheus."""
+"""Liveness and readiness: open, for load balancers."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi import APIRouter
 
 from lookup_api.api.deps import DbDep
+from lookup_api.api.errors import responses
 
 router = APIRouter(tags=["operations"])
 
@@ -16,16 +16,8 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=responses(503))
 async def readyz(db: DbDep) -> dict[str, str]:
     """The database answers (503 with Retry-After when it does not)."""
     await db.query("SELECT 1")
     return {"status": "ready"}
-
-
-@router.get("/metrics", include_in_schema=False)
-def metrics(request: Request) -> Response:
-    """Prometheus metrics of this worker."""
-    return Response(
-        generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
-    )

@@ -2,68 +2,37 @@
 
 from __future__ import annotations
 
-import datetime
-import re
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Request, Response
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Body, Request, Response
 
 from lookup_api import crud
 from lookup_api.api.deps import DbDep, Reader
-from lookup_api.api.errors import ApiError
+from lookup_api.api.errors import ApiError, responses
 from lookup_api.api.responses import json_response
+from lookup_api.api.schemas import (
+    AliasQ,
+    BatchGet,
+    BatchResult,
+    EntityIdPath,
+    ModelQ,
+    Prediction,
+    VersionQ,
+)
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
-MAX_ID_LENGTH = 256
-BATCH_LIMIT = 1000
-CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+BATCH_GET_PATH = router.prefix + ":batchGet"
+NOT_FOUND = "Unknown model, alias or version (`unknown_model`, `unknown_version`)"
+NOT_SCORED = NOT_FOUND + ", or no prediction for the entity (`not_scored`)."
 
 
-class Prediction(BaseModel):
-    entity_id: str
-    model: str
-    version: int
-    score: float
-    label: str | None
-    scored_at: datetime.datetime
-    run_id: str
-
-
-class BatchGet(BaseModel):
-    ids: list[str] = Field(description=f"Entity ids, at most {BATCH_LIMIT}.")
-
-
-class BatchResult(BaseModel):
-    model: str
-    version: int
-    predictions: list[Prediction]
-    missing: list[str]
-
-
-ModelQ = Annotated[str, Query(description="Model name.")]
-AliasQ = Annotated[str, Query(description="Alias of the version to read.")]
-VersionQ = Annotated[
-    int | None, Query(ge=1, le=2**31 - 1, description="Version number (instead of an alias).")
-]
-
-
-def check_id(entity_id: str) -> None:
-    if not entity_id:
-        raise ApiError(400, "invalid_entity_id", "an entity id cannot be empty")
-    if len(entity_id) > MAX_ID_LENGTH:
-        raise ApiError(
-            400, "invalid_entity_id", f"an entity id is at most {MAX_ID_LENGTH} characters"
-        )
-    if CONTROL.search(entity_id):
-        raise ApiError(
-            400, "invalid_entity_id", f"entity id {entity_id!r} contains control characters"
-        )
-
-
-@router.get("/{entity_id}", response_model=Prediction)
+@router.get(
+    "/{entity_id}",
+    response_model=Prediction,
+    responses=responses(400, 401, 403, 404, 503, s404=NOT_SCORED),
+)
 async def get_prediction(
-    entity_id: str,
+    entity_id: EntityIdPath,
     request: Request,
     db: DbDep,
     caller: Reader,
@@ -72,7 +41,6 @@ async def get_prediction(
     version: VersionQ = None,
 ) -> Response:
     """One entity's prediction."""
-    check_id(entity_id)
     number, found = await crud.lookup(db, model, alias, version, [entity_id])
     _record(request, model, number, hits=len(found), asked=1)
     if not found:
@@ -80,7 +48,11 @@ async def get_prediction(
     return json_response(found[0])
 
 
-@router.post(":batchGet", response_model=BatchResult)
+@router.post(
+    ":batchGet",
+    response_model=BatchResult,
+    responses=responses(400, 401, 403, 404, 413, 503, s404=NOT_FOUND + "."),
+)
 async def batch_get(
     request: Request,
     db: DbDep,
@@ -91,12 +63,6 @@ async def batch_get(
     version: VersionQ = None,
 ) -> Response:
     """Up to 1,000 entities' predictions in one query, and the ids that have none."""
-    if len(body.ids) > BATCH_LIMIT:
-        raise ApiError(
-            400, "batch_too_large", f"{len(body.ids)} ids asked for; the limit is {BATCH_LIMIT}"
-        )
-    for entity_id in body.ids:
-        check_id(entity_id)
     ids = list(dict.fromkeys(body.ids))
     number, found = await crud.lookup(db, model, alias, version, ids)
     _record(request, model, number, hits=len(found), asked=len(ids))

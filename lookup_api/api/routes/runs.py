@@ -8,11 +8,17 @@ from fastapi import APIRouter
 
 from lookup_api import crud
 from lookup_api.api.deps import DbDep, Reader
+from lookup_api.api.errors import responses
+from lookup_api.api.schemas import Run, RunIdPath
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
 
 
-@router.get("/{run_id}")
-async def get_run(run_id: str, db: DbDep, caller: Reader) -> dict[str, Any]:
+@router.get(
+    "/{run_id}",
+    response_model=Run,
+    responses=responses(400, 401, 403, 404, 503, s404="No such run (`unknown_run`)."),
+)
+async def get_run(run_id: RunIdPath, db: DbDep, caller: Reader) -> dict[str, Any]:
     """One run with its stages."""
     return await crud.run(db, run_id)

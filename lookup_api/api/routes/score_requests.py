@@ -2,85 +2,73 @@
 
 from __future__ import annotations
 
-import datetime
 import uuid
-from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field, HttpUrl
+from fastapi import APIRouter, Request
 
-from lookup_api import crud
-from lookup_api.api.deps import Caller, DbDep, require
-from lookup_api.api.errors import ApiError
-from lookup_api.api.routes.predictions import check_id
-from lookup_api.core import keys
+from lookup_api import submissions
+from lookup_api.api.deps import Anyone, DbDep, Submitter, WriterDep
+from lookup_api.api.errors import ApiError, responses
+from lookup_api.api.schemas import Accepted, IdempotencyKey, ScoreRequestIn, ScoreRequestOut
 from precompute import callback_targets
 
 router = APIRouter(prefix="/v1/score-requests", tags=["score requests"])
-Submitter = Annotated[Caller, Depends(require(keys.SUBMIT))]
-Anyone = Annotated[Caller, Depends(require(keys.READ, keys.SUBMIT))]
 
 
-class ScoreRequestIn(BaseModel):
-    model: str = Field(description="Model name; the next run of its champion answers.")
-    entity_id: str
-    features: dict[str, Any] = Field(description="Feature values, as the model's contract says.")
-    callback_url: HttpUrl | None = Field(None, description="Gets the result as a POST when done.")
-
-
-class Accepted(BaseModel):
-    request_id: uuid.UUID
-    state: str
-
-
-class ScoreRequestOut(BaseModel):
-    request_id: uuid.UUID
-    model: str
-    entity_id: str
-    state: str
-    version: int | None
-    score: float | None
-    label: str | None
-    error: str | None
-    run_id: str | None
-    created_at: datetime.datetime
-    updated_at: datetime.datetime
-
-
-async def limited_body(request: Request) -> None:
-    """Refuse a body over the limit before it is parsed (413)."""
-    limit: int = request.app.state.max_request_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "payload_too_large", f"the body is over {limit} bytes")
-    if len(await request.body()) > limit:
-        raise ApiError(413, "payload_too_large", f"the body is over {limit} bytes")
-
-
-@router.post("", status_code=202, response_model=Accepted, dependencies=[Depends(limited_body)])
-async def submit(body: ScoreRequestIn, request: Request, caller: Submitter) -> dict[str, object]:
+@router.post(
+    "",
+    status_code=202,
+    response_model=Accepted,
+    responses=responses(
+        400,
+        401,
+        403,
+        404,
+        409,
+        413,
+        429,
+        503,
+        s400="Invalid body, entity id, callback URL (`invalid_callback_url`: not a public "
+        "address) or Idempotency-Key, or features that do not fit the "
+        "model's input contract (`invalid_features`, naming each field).",
+        s404="No such model (`unknown_model`).",
+        s409="The model has no champion version (`no_champion`), or the Idempotency-Key was "
+        "used for a different request (`idempotency_key_reused`).",
+        s429="This API key has too many requests waiting to be scored (`too_many_pending`).",
+    ),
+)
+async def submit(
+    body: ScoreRequestIn,
+    request: Request,
+    writer: WriterDep,
+    caller: Submitter,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, object]:
     """Queue an entity for the next scoring run of the model's champion."""
-    check_id(body.entity_id)
     request.state.log |= {"model": body.model}
     if body.callback_url is not None:
         allowed = request.app.state.callback_allowed
         refused = await callback_targets.refusal(str(body.callback_url), allowed)
         if refused:
             raise ApiError(400, "invalid_callback_url", refused)
-    request_id = await crud.submit_request(
-        request.app.state.writer,
+    request_id, state = await submissions.submit(
+        writer,
         request.app.state.contracts,
         caller.key_id,
         request.app.state.max_pending_requests,
-        body.model,
-        body.entity_id,
-        body.features,
-        str(body.callback_url) if body.callback_url else None,
+        body,
+        idempotency_key,
     )
-    return {"request_id": request_id, "state": "pending"}
+    return {"request_id": request_id, "state": state}
 
 
-@router.get("/{request_id}", response_model=ScoreRequestOut)
+@router.get(
+    "/{request_id}",
+    response_model=ScoreRequestOut,
+    responses=responses(
+        400, 401, 403, 404, 503, s404="No score request with this id made by this API key."
+    ),
+)
 async def status(request_id: uuid.UUID, db: DbDep, caller: Anyone) -> dict[str, object]:
     """A request's state: pending, scoring, done (with the prediction) or failed (with why)."""
-    return await crud.score_request(db, request_id)
+    return await submissions.score_request(db, request_id, caller.key_id)
