@@ -5,7 +5,7 @@
 Both run in the same Spark session on the same input (an id, 20 numeric and 3 categorical
 features, a timestamp; about 1% bad rows). The ingest is the real job: contract validation,
 duplicate detection, quarantine and incoming Delta commits and run records. Target: the
-ingest at least 50% of the plain copy's rows/s.
+ingest at least 80% of the plain copy's rows/s.
 """
 
 from __future__ import annotations

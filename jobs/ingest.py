@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from jobs.contracts import Contract, load_contract
 from jobs.lake import Txn, lake
 from jobs.run_records import IngestCounts, RunRecorder
+from precompute.commands import job_main
 from precompute.errors import PrecomputeError
 from precompute.settings import Settings
 
@@ -234,8 +235,6 @@ def request_from(args: argparse.Namespace) -> IngestRequest:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """spark-submit entry point: same arguments as `precompute ingest`."""
-    from precompute.cli import job_main
-
     return job_main("ingest", __doc__, add_arguments, run, argv)
 
 

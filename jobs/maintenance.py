@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from precompute import database
+from precompute.commands import job_main
 from precompute.settings import Settings
 
 if TYPE_CHECKING:
@@ -122,8 +123,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """spark-submit entry point: same as `precompute maintenance`."""
-    from precompute.cli import job_main
-
     return job_main("maintenance", __doc__, add_arguments, run, argv)
 
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from jobs import rules
 from jobs.run_records import CountMismatch, RunInfo, RunRecorder
 from precompute import database
+from precompute.commands import job_main
 from precompute.errors import PrecomputeError
 from precompute.settings import Settings
 
@@ -274,8 +275,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """spark-submit entry point: same arguments as `precompute publish`."""
-    from precompute.cli import job_main
-
     return job_main("publish", __doc__, add_arguments, run, argv)
 
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from jobs.lake import Txn, lake
 from jobs.run_records import CountMismatch, RunInfo, RunRecorder
 from precompute import database
+from precompute.commands import job_main
 from precompute.errors import PrecomputeError
 from precompute.settings import Settings
 
@@ -466,8 +467,6 @@ def request_from(args: argparse.Namespace) -> ScoreRequest:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """spark-submit entry point: same arguments as `precompute score`."""
-    from precompute.cli import job_main
-
     return job_main("score", __doc__, add_arguments, run, argv)
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobs.contracts import Contract, load_contract
 from jobs.modeling import MODEL_KINDS, ModelKind, Task
+from precompute.commands import job_main
 from precompute.errors import PrecomputeError
 from precompute.settings import Settings
 
@@ -327,8 +328,6 @@ def request_from(args: argparse.Namespace) -> TrainRequest:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """spark-submit entry point: same arguments as `precompute train`."""
-    from precompute.cli import job_main
-
     return job_main("train", __doc__, add_arguments, run, argv)
 
 
