@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from precompute import database, migrations
 from precompute.commands import run_job
 from precompute.errors import PrecomputeError
-from precompute.settings import Settings
+from precompute.settings import Settings, printable
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -405,7 +405,7 @@ def _model_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _settings(args: argparse.Namespace, settings: Settings) -> int:
-    for name, value in settings.model_dump().items():
+    for name, value in printable(settings).items():
         print(f"{name} = {value}")
     return 0
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from precompute import database, migrations
 from precompute.airflow_rest import Airflow
 from precompute.errors import PrecomputeError
+from precompute.private_files import write_private
 from precompute.processes import Service, service
 from precompute.settings import Settings
 
@@ -163,8 +164,7 @@ def _lookup_api(settings: Settings) -> tuple[str, str]:
         writer = database.database_url(settings, "writer")
         key, _ = keys.create(writer, database.unreachable_hint(settings), "demo", (keys.READ,))
         key_file.parent.mkdir(parents=True, exist_ok=True)
-        key_file.touch(mode=0o600)
-        key_file.write_text(key)
+        write_private(key_file, key)
     return base, key_file.read_text().strip()
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from precompute.errors import PrecomputeError
+from precompute.private_files import write_private
 
 SERVER_USER = "precompute"
 SUPERUSER = "postgres"
@@ -211,10 +212,9 @@ class EmbeddedPostgres:
             self._check_reachable_by(user)
         password = secrets.token_urlsafe(24)
         pwfile = self.root / ".initdb-password"
-        pwfile.write_text(password + "\n")
+        write_private(pwfile, password + "\n")
         if user is not None:
             os.chown(pwfile, user.pw_uid, user.pw_gid)
-        pwfile.chmod(0o600)
         try:
             self._run_as_server_user(
                 [
@@ -236,8 +236,7 @@ class EmbeddedPostgres:
             pwfile.unlink(missing_ok=True)
         with (self.data_dir / "postgresql.conf").open("a") as conf:  # appending keeps its owner
             conf.write("\ninclude_if_exists = 'precompute.conf'\n")
-        self.password_file.write_text(password + "\n")
-        self.password_file.chmod(0o600)
+        write_private(self.password_file, password + "\n")
 
     def _check_reachable_by(self, user: pwd.struct_passwd) -> None:
         probe = subprocess.run(

@@ -184,13 +184,21 @@ def _apply(cur: psycopg2.extensions.cursor, migration: Migration) -> None:
 
 
 def _set_role_passwords(cur: psycopg2.extensions.cursor, settings: Settings) -> None:
-    """Passwords live in the settings, never in migration files."""
+    """Passwords live in the settings, never in migration files.
+
+    The server is sent each password's SCRAM-SHA-256 verifier, made here by libpq, never the
+    password itself: a server that logs statements (log_statement, auto_explain, an error's
+    STATEMENT line) then logs nothing a login could use.
+    """
     for role, secret in (
         (WRITER_ROLE, settings.writer_password),
         (READER_ROLE, settings.reader_password),
         (API_ROLE, settings.api_password),
     ):
+        verifier = psycopg2.extensions.encrypt_password(
+            secret.get_secret_value(), role, cur, "scram-sha-256"
+        )
         cur.execute(
             sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD %s").format(sql.Identifier(role)),
-            (secret.get_secret_value(),),
+            (verifier,),
         )

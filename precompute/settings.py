@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -309,6 +310,20 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read once from the environment."""
     return Settings()
+
+
+# Spark's own default for spark.redaction.regex: what it hides in its UI and logs, we hide too.
+SECRET_KEY = re.compile(r"(?i)secret|password|token|access[.]key")
+
+
+def printable(settings: Settings) -> dict[str, Any]:
+    """The settings as `precompute settings` shows them: secrets masked, Spark's included."""
+    values = settings.model_dump()
+    values["spark_conf"] = {
+        key: "**********" if SECRET_KEY.search(key) else value
+        for key, value in settings.spark_conf.items()
+    }
+    return values
 
 
 def describe_settings_error(error: ValidationError) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -77,3 +78,19 @@ def test_a_database_behind_the_code_is_told_to_migrate(fresh_database: str) -> N
     assert "schema is older than this code" in result.stderr
     assert "run `precompute db migrate`" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_spark_settings_that_hold_credentials_are_masked(fresh_database: str) -> None:
+    conf = {
+        "spark.hadoop.fs.s3a.secret.key": "s3-secret-value",
+        "spark.hadoop.fs.s3a.access.key": "AKIAEXAMPLE",
+        "spark.hadoop.fs.azure.sas.token": "sas-token-value",
+        "spark.executor.memory": "3g",
+    }
+    env = os.environ | {"DATABASE_URL": fresh_database, "PRECOMPUTE_SPARK_CONF": json.dumps(conf)}
+    result = run_cli("settings", env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert "spark.executor.memory': '3g'" in result.stdout
+    for secret in ("s3-secret-value", "AKIAEXAMPLE", "sas-token-value"):
+        assert secret not in result.stdout

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import shutil
+import uuid
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 from conftest import fetch_all
+from psycopg2 import sql
+from sqlalchemy import make_url
 
-from precompute import migrations
+from precompute import database, migrations
 from precompute.migrations import MigrationError
 from precompute.settings import Settings
 
@@ -162,3 +166,41 @@ def test_two_files_with_one_version_are_refused(sql_copy: Path) -> None:
 
     with pytest.raises(MigrationError, match="share version 0002"):
         migrations.discover(sql_copy)
+
+
+def test_role_passwords_reach_the_server_only_as_scram_verifiers(
+    fresh_database: str, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not settings.embedded_database:
+        pytest.skip("reads the embedded server's log; an external server's log is not ours")
+    log = database.embedded_server(settings).log_file
+    # The server logs every statement on this database, as a server set up for auditing would.
+    name = make_url(fresh_database).database
+    with closing(database.connect(fresh_database)) as conn, conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("ALTER DATABASE {} SET log_statement = 'all'").format(sql.Identifier(name))
+        )
+    secrets = {
+        "PRECOMPUTE_WRITER_PASSWORD": f"writer-{uuid.uuid4().hex}",
+        "PRECOMPUTE_READER_PASSWORD": f"reader-{uuid.uuid4().hex}",
+        "PRECOMPUTE_API_PASSWORD": f"api-{uuid.uuid4().hex}",
+    }
+    for variable, value in secrets.items():
+        monkeypatch.setenv(variable, value)
+    chosen = Settings()
+    logged_before = log.stat().st_size
+    try:
+        migrations.migrate(fresh_database, chosen)
+        with log.open(errors="replace") as file:
+            file.seek(logged_before)
+            logged = file.read()
+        # Roles are cluster-wide: each new password works, and none was ever sent.
+        writer = database.connect(database.with_role(fresh_database, "writer", chosen))
+        writer.close()
+    finally:
+        with closing(database.connect(fresh_database)) as conn, conn, conn.cursor() as cur:
+            migrations._set_role_passwords(cur, settings)  # the other tests' passwords back
+
+    assert "ALTER ROLE" in logged and "SCRAM-SHA-256$4096:" in logged
+    for value in secrets.values():
+        assert value not in logged
