@@ -30,7 +30,7 @@ from jobs import modeling
 from jobs.bundle.export import export_bundle
 from jobs.bundle.format import read_bundle
 from jobs.bundle.runtime import compile_bundle, gpu_available
-from jobs.contracts import Contract
+from precompute.contracts import Contract
 
 FEATURES = 20
 BATCH_ROWS = 100_000

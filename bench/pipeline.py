@@ -46,7 +46,6 @@ from bench_db import recreate_database
 
 from jobs import modeling
 from jobs.bundle.export import export_bundle
-from jobs.contracts import load_contract
 from jobs.ingest import IngestRequest, ingest
 from jobs.monitoring import reference_distribution
 from jobs.publish import publish
@@ -55,6 +54,7 @@ from jobs.sample_data import customers
 from jobs.score import ScoreRequest, score
 from jobs.spark import spark_session
 from precompute import database
+from precompute.contracts import load_contract
 from precompute.settings import Settings
 
 FILES = 8

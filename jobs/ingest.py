@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from jobs.contracts import Contract, load_contract
 from jobs.lake import Txn, lake
 from jobs.run_records import IngestCounts, RunRecorder
 from precompute.commands import job_main
+from precompute.contracts import Contract, load_contract
 from precompute.errors import PrecomputeError
 from precompute.settings import Settings
 

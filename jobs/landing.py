@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from jobs.contracts import Contract
+from precompute.contracts import Contract
 from precompute.errors import PrecomputeError
 
 if TYPE_CHECKING:

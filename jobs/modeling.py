@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from jobs.contracts import Column, Contract
+from precompute.contracts import Column, Contract
 from precompute.errors import PrecomputeError
 
 if TYPE_CHECKING:  # scikit-learn, pandas and pyarrow load only when a model is built

@@ -25,9 +25,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
-from jobs import rules
 from jobs.run_records import CountMismatch, RunInfo, RunRecorder
-from precompute import database
+from precompute import database, rules
 from precompute.commands import job_main
 from precompute.errors import PrecomputeError
 from precompute.settings import Settings

@@ -232,7 +232,7 @@ def _with_requests(
     from pyspark.sql import functions as F
 
     from jobs import score_requests
-    from jobs.contracts import load_contract
+    from precompute.contracts import load_contract
 
     schema = version.input_schema
     contract = load_contract(settings.contracts_dir, schema["dataset"], schema["version"])

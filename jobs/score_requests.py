@@ -18,9 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from jobs import rules
-from jobs.contracts import Column, Contract
-from precompute import database
+from precompute import database, rules
+from precompute.contracts import Column, Contract
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jobs.contracts import Contract, load_contract
 from jobs.modeling import MODEL_KINDS, ModelKind, Task
 from precompute.commands import job_main
+from precompute.contracts import Contract, load_contract
 from precompute.errors import PrecomputeError
 from precompute.settings import Settings
 

@@ -1,9 +1,10 @@
 """Row validation against a dataset contract, as Spark expressions (no Python per row).
 
 Every raw row comes out once, routed to `incoming` (typed, ready to score) or to `quarantine`
-(its raw content and a list of machine-readable reasons). The per-value rules are the contract's
-rule set (`jobs.rules`: type_error, null_required, invalid_id, out_of_range, unknown_category),
-which the lookup API runs in Python on score requests; ingest adds the batch-level ones:
+(its raw content and a list of machine-readable reasons). The per-value rules are the
+contract's rule set (`precompute.rules`: type_error, null_required, invalid_id, out_of_range,
+unknown_category), which the lookup API runs in Python on score requests; ingest adds the
+batch-level ones:
 
 - `duplicate_entity_id`: the entity id appears more than once in the batch (every copy is
   quarantined: nothing says which one is right);
@@ -17,10 +18,10 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING
 
-from jobs import rules
-from jobs.contracts import Column, Contract
 from jobs.lake import Target
 from jobs.landing import SOURCE_FILE, RawBatch
+from precompute import rules
+from precompute.contracts import Column, Contract
 
 if TYPE_CHECKING:
     from pyspark.sql import Column as SparkColumn

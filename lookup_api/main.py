@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from jobs.contracts import load_contract
 from lookup_api.api import docs, errors
 from lookup_api.api.routes import health, metrics, models, predictions, runs, score_requests
 from lookup_api.core import observability
@@ -17,6 +16,7 @@ from lookup_api.core.body_limit import BodyLimit
 from lookup_api.core.db import Database
 from lookup_api.core.key_cache import KeyCache
 from precompute import callback_targets, database
+from precompute.contracts import load_contract
 from precompute.settings import Settings, get_settings
 
 # Routes without a body of their own (GETs) still get one read if a client sends it: a little.

@@ -14,11 +14,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from jobs import rules
-from jobs.contracts import Contract, ContractError
 from lookup_api.api.errors import ApiError
 from lookup_api.api.schemas import ScoreRequestIn
 from lookup_api.core.db import Database
+from precompute import rules
+from precompute.contracts import Contract, ContractError
 
 INSERT = """
 WITH inserted AS (

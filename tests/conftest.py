@@ -266,7 +266,7 @@ def states(run: Any) -> dict[str, str]:
 
 
 def customers_contract() -> Any:
-    from jobs.contracts import load_contract
+    from precompute.contracts import load_contract
 
     return load_contract(get_settings().contracts_dir, "customers", 1)
 

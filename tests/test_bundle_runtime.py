@@ -19,9 +19,9 @@ from jobs.bundle.format import BundleError, read_bundle
 from jobs.bundle.program import build_program
 from jobs.bundle.runtime import Backend, ScoringError, compile_bundle, gpu_available
 from jobs.bundle.trees import Forest, array_kernel, float32_floor, to_treelite
-from jobs.contracts import Contract
 from jobs.modeling import Task
 from jobs.sample_data import customers
+from precompute.contracts import Contract
 
 TOLERANCE = 1e-6
 KINDS = [

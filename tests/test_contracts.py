@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.contracts import ContractError, load_contract, parse_contract
+from precompute.contracts import ContractError, load_contract, parse_contract
 from precompute.settings import Settings
 
 VALID = """

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from jobs import landing, rules, validation
-from jobs.contracts import Contract, parse_contract
+from jobs import landing, validation
+from precompute import rules
+from precompute.contracts import Contract, parse_contract
 
 CONTRACT = """
 name = "corpus"

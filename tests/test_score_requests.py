@@ -19,8 +19,8 @@ from psycopg2.extras import Json
 from pydantic import SecretStr
 
 from jobs import orchestration, score_requests
-from jobs.contracts import Contract, parse_contract
 from precompute import database, migrations
+from precompute.contracts import Contract, parse_contract
 from precompute.settings import Settings
 
 MODEL = "events-model"

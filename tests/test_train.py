@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import run_cli
 
-from jobs.contracts import ContractError
 from jobs.registry import Registry
 from jobs.sample_data import customers
 from jobs.train import TrainingDataError, TrainRequest, train
+from precompute.contracts import ContractError
 from precompute.settings import Settings
 
 
@@ -160,7 +160,7 @@ def test_a_missing_label_column_and_a_one_class_label_are_refused(
 
 
 def test_a_contract_without_a_label_cannot_train() -> None:
-    from jobs.contracts import Contract
+    from precompute.contracts import Contract
 
     contract = Contract.model_validate(
         {

@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from jobs.contracts import Column, Contract
+from precompute.contracts import Column, Contract
 
 # Entity ids are looked up by the API: the same limits hold wherever an id comes from.
 ID_MAX_LENGTH = 256

@@ -1,0 +1,98 @@
+"""Imports run one way: entry points on top, then the jobs and the lookup API side by side,
+then the shared core in `precompute/`, which imports nothing of the project above it.
+
+Read from the source (every import, those inside functions included; `TYPE_CHECKING` blocks
+excepted, since they never run), so a wrong-way import fails here before it knots the code.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("precompute", "jobs", "lookup_api", "dags")
+# The entry points that live in precompute/ for now: the command line and the local demo.
+ENTRY_MODULES = {"precompute.cli", "precompute.demo"}
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            found[name.removesuffix(".__init__")] = path
+    return found
+
+
+def imported(path: Path, known: dict[str, Path]) -> Iterator[str]:
+    """The project modules `path` imports, at run time."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            node.body = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            # `from a import b` imports a, and a.b when b is a module.
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        yield from (name for name in names if name in known)
+
+
+def layer(module: str) -> str:
+    if module in ENTRY_MODULES or module.startswith("dags"):
+        return "entry"
+    return module.split(".")[0]  # precompute (the core), jobs or lookup_api
+
+
+# What each layer may import besides itself.
+ALLOWED = {
+    "entry": {"entry", "jobs", "lookup_api", "precompute"},
+    "jobs": {"jobs", "precompute"},
+    "lookup_api": {"lookup_api", "precompute"},
+    "precompute": {"precompute"},
+}
+
+
+KNOWN = modules()
+GRAPH = {name: set(imported(path, KNOWN)) - {name} for name, path in KNOWN.items()}
+
+
+@pytest.mark.parametrize("module", sorted(GRAPH))
+def test_every_import_runs_down_or_across_its_own_layer(module: str) -> None:
+    wrong = sorted(n for n in GRAPH[module] if layer(n) not in ALLOWED[layer(module)])
+    assert not wrong, f"{module} ({layer(module)}) imports {wrong} from a layer above or beside it"
+
+
+def test_no_import_circle() -> None:
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            circle = [*path[path.index(module) :], module]
+            pytest.fail("import circle: " + " -> ".join(circle))
+        if module in done:
+            return
+        for target in sorted(GRAPH[module]):
+            visit(target, [*path, module])
+        done.add(module)
+
+    for module in sorted(GRAPH):
+        visit(module, [])
+
+
+def test_the_check_sees_a_wrong_way_import(tmp_path: Path) -> None:
+    # The reader itself: an import inside a function counts, one under TYPE_CHECKING does not.
+    source = tmp_path / "example.py"
+    source.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from jobs import lake\n"
+        "def f():\n    from precompute import cli\n"
+    )
+    assert list(imported(source, KNOWN)) == ["precompute", "precompute.cli"]
