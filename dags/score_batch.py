@@ -27,6 +27,7 @@ from airflow.sdk import DAG, Param, TriggerRule, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from jobs import orchestration
+from precompute.names import CHAMPION
 from precompute.settings import Settings
 
 with DAG(
@@ -57,7 +58,7 @@ with DAG(
         ),
         "model": Param("churn", type="string", minLength=1, description="Registered model."),
         "alias": Param(
-            "champion", type="string", minLength=1, description="Alias of the version to use."
+            CHAMPION, type="string", minLength=1, description="Alias of the version to use."
         ),
         "version": Param(
             None,

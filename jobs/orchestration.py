@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from jobs.spark import LOCAL_MASTER, spark_conf
 from precompute import database
 from precompute.errors import PrecomputeError
+from precompute.names import CHALLENGER, CHAMPION
 from precompute.settings import Settings, project_root
 
 if TYPE_CHECKING:
@@ -140,14 +141,14 @@ def plan_score(settings: Settings, params: Mapping[str, Any], stamp: str) -> Sco
     path, the oldest batch folder under the landing root that no run has ingested yet is taken;
     with none, the champion answers the model's pending score requests, if there are any.
     """
-    from jobs.registry import CHAMPION, Registry
+    from jobs.registry import Registry
 
     registry = Registry(settings)
     model = params["model"]
     if params.get("version") is not None:
         version = registry.resolve(model, version=int(params["version"]))
     else:
-        version = registry.resolve(model, alias=params.get("alias") or "champion")
+        version = registry.resolve(model, alias=params.get("alias") or CHAMPION)
     common = {
         "model": model,
         "version": version.version,
@@ -328,7 +329,7 @@ LOWER_IS_BETTER = {"rmse"}
 
 def compare_challenger(settings: Settings, model: str) -> Comparison:
     """The version the `challenger` alias points at, against the `champion`'s metric."""
-    from jobs.registry import CHALLENGER, CHAMPION, Registry
+    from jobs.registry import Registry
 
     versions = Registry(settings).versions(model)
     challenger = next((v for v in versions if CHALLENGER in v.aliases), None)

@@ -28,12 +28,11 @@ from jobs.bundle.format import Bundle, BundleError, read_bundle
 from jobs.bundle.program import build_program
 from precompute import database
 from precompute.errors import PrecomputeError
+from precompute.names import CHAMPION, NAME_PATTERN
 from precompute.settings import Settings
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 NUMERIC_TYPES = ("long", "double", "boolean")
-NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")  # the models and aliases tables' CHECK
+NAME = re.compile(NAME_PATTERN)
 
 
 class RegistryError(PrecomputeError):

@@ -34,6 +34,7 @@ from jobs.run_records import CountMismatch, RunInfo, RunRecorder
 from precompute import database
 from precompute.commands import job_main
 from precompute.errors import PrecomputeError
+from precompute.names import CHAMPION
 from precompute.settings import Settings
 
 if TYPE_CHECKING:
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
     from jobs.registry import ModelVersion, Registry
 
 Mode = Literal["incremental", "full", "requests"]
-CHAMPION = "champion"
 Device = Literal["auto", "cpu", "gpu"]
 
 

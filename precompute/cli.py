@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from precompute import database, migrations
 from precompute.commands import run_job
 from precompute.errors import PrecomputeError
+from precompute.names import CHAMPION, READ_SCOPE, SCOPES
 from precompute.settings import Settings, printable
 
 
@@ -96,8 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--scope",
         action="append",
-        choices=["predictions:read", "score-requests:write"],
-        help="repeat for several (default: predictions:read)",
+        choices=SCOPES,
+        help=f"repeat for several (default: {READ_SCOPE})",
     )
     create.set_defaults(handler=_api_key_create)
     key_commands.add_parser("list", help="keys, their scopes and state").set_defaults(
@@ -128,20 +129,20 @@ def _parser() -> argparse.ArgumentParser:
     target = promote.add_mutually_exclusive_group(required=True)
     target.add_argument("--version", type=int, help="version number to promote")
     target.add_argument("--from-alias", help="promote the version this alias points at")
-    promote.add_argument("--alias", default="champion", help="alias to move (default: champion)")
+    promote.add_argument("--alias", default=CHAMPION, help=f"alias to move (default: {CHAMPION})")
     promote.set_defaults(handler=_model_promote)
     rollback = model_commands.add_parser(
         "rollback", help="undo an alias's last move (champion by default)"
     )
     rollback.add_argument("name")
-    rollback.add_argument("--alias", default="champion")
+    rollback.add_argument("--alias", default=CHAMPION)
     rollback.set_defaults(handler=_model_rollback)
 
     verify = model_commands.add_parser(
         "verify", help="score a version with MLeap's own runtime and ours; they must agree"
     )
     verify.add_argument("name", metavar="NAME[@VERSION]", help="model, optionally @version")
-    verify.add_argument("--alias", default="champion", help="without @VERSION (default: champion)")
+    verify.add_argument("--alias", default=CHAMPION, help=f"without @VERSION (default: {CHAMPION})")
     verify.add_argument("--input", help="rows to check on (default: its training data)")
     verify.add_argument("--rows", type=int, default=2000, help="rows to check (default: 2000)")
     verify.set_defaults(handler=_model_verify)

@@ -24,14 +24,17 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-MAX_ID_LENGTH = 256
+from precompute.names import NAME_PATTERN
+from precompute.rules import CONTROL_CHARACTERS, ID_MAX_LENGTH
+
+MAX_ID_LENGTH = ID_MAX_LENGTH
 BATCH_LIMIT = 1000
 # No control characters (C0 and DEL): written for JSON Schema, Python and pydantic's engine.
-NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]*$"
+NO_CONTROL_CHARACTERS = "^[^" + CONTROL_CHARACTERS.removeprefix("[")[:-1] + "]*$"
 MAX_VERSION = 2**31 - 1  # PostgreSQL's integer
-# The registry's rule for model and alias names (the CHECKs in sql/0002_model_registry.sql): any
-# other name cannot exist, and saying so beats a lookup.
-NAME = r"^[a-z][a-z0-9_-]{0,62}$"
+# The registry's rule for model and alias names: any other name cannot exist, and saying so
+# beats a lookup.
+NAME = NAME_PATTERN
 MAX_RUN_ID_LENGTH = 250  # precompute.runs.run_id's CHECK
 
 EntityId = Annotated[

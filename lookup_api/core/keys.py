@@ -18,9 +18,10 @@ from psycopg2 import errors
 
 from precompute import database
 from precompute.errors import PrecomputeError
+from precompute.names import READ_SCOPE, SUBMIT_SCOPE
 
-READ = "predictions:read"
-SUBMIT = "score-requests:write"
+READ = READ_SCOPE
+SUBMIT = SUBMIT_SCOPE
 SCOPES = (READ, SUBMIT)
 PREFIX_LENGTH = 10
 # What new_key() makes: 32 bytes are 43 characters of unpadded URL-safe base64. Anything else

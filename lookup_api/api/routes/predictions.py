@@ -19,6 +19,7 @@ from lookup_api.api.schemas import (
     Prediction,
     VersionQ,
 )
+from precompute.names import CHAMPION
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
 BATCH_GET_PATH = router.prefix + ":batchGet"
@@ -37,7 +38,7 @@ async def get_prediction(
     db: DbDep,
     caller: Reader,
     model: ModelQ,
-    alias: AliasQ = "champion",
+    alias: AliasQ = CHAMPION,
     version: VersionQ = None,
 ) -> Response:
     """One entity's prediction."""
@@ -59,7 +60,7 @@ async def batch_get(
     caller: Reader,
     model: ModelQ,
     body: Annotated[BatchGet, Body()],
-    alias: AliasQ = "champion",
+    alias: AliasQ = CHAMPION,
     version: VersionQ = None,
 ) -> Response:
     """Up to 1,000 entities' predictions in one query, and the ids that have none."""
