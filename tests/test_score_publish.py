@@ -241,6 +241,24 @@ def test_rerunning_a_scored_and_published_run_changes_nothing(spark: Any, setup:
         == published_at
     )
     assert run_row(setup, "rerun-1")["state"] == "succeeded"
+    # Every attempt is kept, and the stage shows the one that did the work, not the no-op.
+    assert fetch_all(
+        setup.admin_url,
+        "SELECT stage, attempt, state FROM precompute.run_stages "
+        "WHERE run_id = %s AND stage IN ('score', 'publish') ORDER BY stage, attempt",
+        ("rerun-1",),
+    ) == [
+        ("publish", 1, "succeeded"),
+        ("publish", 2, "skipped"),
+        ("score", 1, "succeeded"),
+        ("score", 2, "skipped"),
+    ]
+    assert fetch_all(
+        setup.admin_url,
+        "SELECT stage, attempt, attempts, state, rows_out FROM analytics.run_stages "
+        "WHERE run_id = %s AND stage IN ('score', 'publish') ORDER BY stage",
+        ("rerun-1",),
+    ) == [("publish", 1, 2, "succeeded", 300), ("score", 1, 2, "succeeded", 300)]
 
 
 def test_a_score_record_lost_after_the_delta_commit_is_repaired_by_a_rerun(
