@@ -1,10 +1,11 @@
-"""The API's reads: each answers one request in one statement (score requests: submissions.py)."""
+"""The API's reads: each answers one request in one statement and returns data, or None when
+there is nothing (the routes decide what that means to the client). Score requests:
+submissions.py."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from lookup_api.api.errors import ApiError
 from lookup_api.core.db import Database
 
 # One statement resolves the version and reads its predictions, so both come from one snapshot.
@@ -35,11 +36,12 @@ SELECT c.version, p.entity_id, p.score, p.label, p.scored_at, p.run_id
 
 async def lookup(
     db: Database, model: str, alias: str, version: int | None, ids: list[str]
-) -> tuple[int, list[dict[str, Any]]]:
-    """The chosen version's number and the predictions found among `ids`."""
+) -> tuple[int, list[dict[str, Any]]] | None:
+    """The chosen version's number and the predictions found among `ids`; None when the model
+    has no such alias or version."""
     rows = await db.query(LOOKUP, model, alias, version, ids)
     if not rows:
-        raise await _unknown(db, model, alias, version)
+        return None
     # A run's rows share one scored_at: format each distinct time once (isoformat, as FastAPI
     # writes times elsewhere), a millisecond saved per 1,000 predictions.
     stamps: dict[Any, str] = {}
@@ -60,8 +62,8 @@ async def lookup(
     return int(rows[0][0]), found
 
 
-async def _unknown(db: Database, model: str, alias: str, version: int | None) -> ApiError:
-    """Why nothing matched: no such model, or no such alias or version of it."""
+async def versions_and_aliases(db: Database, model: str) -> tuple[str | None, str | None] | None:
+    """A model's versions ('v1, v2') and aliases ('champion, ...'), None if there is no model."""
     rows = await db.query(
         """
         SELECT (SELECT string_agg('v' || v.version, ', ' ORDER BY v.version)
@@ -72,18 +74,7 @@ async def _unknown(db: Database, model: str, alias: str, version: int | None) ->
         """,
         model,
     )
-    if not rows:
-        return ApiError(
-            404, "unknown_model", f"no model named {model!r} (GET /v1/models lists them)"
-        )
-    versions, aliases = rows[0]
-    what = f"version {version}" if version is not None else f"alias {alias!r}"
-    return ApiError(
-        404,
-        "unknown_version",
-        f"model {model!r} has no {what} (versions: {versions or 'none'}; "
-        f"aliases: {aliases or 'none'})",
-    )
+    return (rows[0][0], rows[0][1]) if rows else None
 
 
 async def models(db: Database) -> list[dict[str, Any]]:
@@ -104,7 +95,7 @@ async def models(db: Database) -> list[dict[str, Any]]:
     ]
 
 
-async def model(db: Database, name: str) -> dict[str, Any]:
+async def model(db: Database, name: str) -> dict[str, Any] | None:
     rows = await db.query(
         """
         SELECT m.name, m.task, m.description, v.version, v.model_kind, v.metrics, v.created_at,
@@ -119,7 +110,7 @@ async def model(db: Database, name: str) -> dict[str, Any]:
         name,
     )
     if not rows:
-        raise ApiError(404, "unknown_model", f"no model named {name!r} (GET /v1/models lists them)")
+        return None
     versions = [
         {
             "version": r[3],
@@ -136,7 +127,7 @@ async def model(db: Database, name: str) -> dict[str, Any]:
     return {"name": rows[0][0], "task": rows[0][1], "description": rows[0][2], "versions": versions}
 
 
-async def run(db: Database, run_id: str) -> dict[str, Any]:
+async def run(db: Database, run_id: str) -> dict[str, Any] | None:
     rows = await db.query(
         """
         SELECT r.run_id, r.mode, r.batch_id, r.model, r.version, r.state, r.rows_read,
@@ -154,6 +145,4 @@ async def run(db: Database, run_id: str) -> dict[str, Any]:
         """,
         run_id,
     )
-    if not rows:
-        raise ApiError(404, "unknown_run", f"no run {run_id!r}")
-    return dict(rows[0])
+    return dict(rows[0]) if rows else None

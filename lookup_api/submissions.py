@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from lookup_api.api.errors import ApiError
+from lookup_api.api.errors import ApiError, unknown_model
 from lookup_api.api.schemas import ScoreRequestIn
 from lookup_api.core.db import Database
 from precompute import rules
@@ -76,9 +76,7 @@ async def submit(
     if earlier[0] is not None:  # a replay: answered before anything else, as the first time
         return _same_request(earlier, digest, idempotency_key)
     if model_id is None:
-        raise ApiError(
-            404, "unknown_model", f"no model named {request.model!r} (GET /v1/models lists them)"
-        )
+        raise unknown_model(request.model)
     if schema is None:
         raise ApiError(
             409, "no_champion", f"model {request.model!r} has no champion version to score with"

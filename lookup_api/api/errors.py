@@ -60,6 +60,11 @@ class ApiError(Exception):
         self.detail = detail
 
 
+def unknown_model(name: str) -> ApiError:
+    """The 404 for a model name the registry does not have (every route says it the same way)."""
+    return ApiError(404, "unknown_model", f"no model named {name!r} (GET /v1/models lists them)")
+
+
 def responses(*statuses: int, **meaning: str) -> dict[int | str, dict[str, Any]]:
     """The OpenAPI `responses` of a route's error statuses; `meaning` overrides, as s404="..."."""
     return {

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from lookup_api import crud
 from lookup_api.api.deps import DbDep, Reader
-from lookup_api.api.errors import responses
+from lookup_api.api.errors import responses, unknown_model
 from lookup_api.api.schemas import ModelDetail, ModelPath, ModelSummary
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -27,4 +27,7 @@ async def list_models(db: DbDep, caller: Reader) -> list[dict[str, Any]]:
 )
 async def get_model(name: ModelPath, db: DbDep, caller: Reader) -> dict[str, Any]:
     """One model's versions: kind, metrics, aliases, served predictions."""
-    return await crud.model(db, name)
+    found = await crud.model(db, name)
+    if found is None:
+        raise unknown_model(name)
+    return found

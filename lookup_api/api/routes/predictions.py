@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request, Response
 
 from lookup_api import crud
 from lookup_api.api.deps import DbDep, Reader
-from lookup_api.api.errors import ApiError, responses
+from lookup_api.api.errors import ApiError, responses, unknown_model
 from lookup_api.api.responses import json_response
 from lookup_api.api.schemas import (
     AliasQ,
@@ -19,6 +19,7 @@ from lookup_api.api.schemas import (
     Prediction,
     VersionQ,
 )
+from lookup_api.core.db import Database
 from precompute.names import CHAMPION
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
@@ -42,7 +43,7 @@ async def get_prediction(
     version: VersionQ = None,
 ) -> Response:
     """One entity's prediction."""
-    number, found = await crud.lookup(db, model, alias, version, [entity_id])
+    number, found = await _lookup(db, model, alias, version, [entity_id])
     _record(request, model, number, hits=len(found), asked=1)
     if not found:
         raise ApiError(404, "not_scored", f"no prediction for {entity_id!r} from {model} v{number}")
@@ -65,7 +66,7 @@ async def batch_get(
 ) -> Response:
     """Up to 1,000 entities' predictions in one query, and the ids that have none."""
     ids = list(dict.fromkeys(body.ids))
-    number, found = await crud.lookup(db, model, alias, version, ids)
+    number, found = await _lookup(db, model, alias, version, ids)
     _record(request, model, number, hits=len(found), asked=len(ids))
     present = {p["entity_id"] for p in found}
     return json_response(
@@ -75,6 +76,27 @@ async def batch_get(
             "predictions": found,
             "missing": [i for i in ids if i not in present],
         }
+    )
+
+
+async def _lookup(
+    db: Database, model: str, alias: str, version: int | None, ids: list[str]
+) -> tuple[int, list[dict[str, Any]]]:
+    """The chosen version and what was found; 404 saying why when nothing could be chosen."""
+    chosen = await crud.lookup(db, model, alias, version, ids)
+    if chosen is not None:
+        return chosen
+    # Only on a miss: a second query says whether the model or its alias/version is unknown.
+    known = await crud.versions_and_aliases(db, model)
+    if known is None:
+        raise unknown_model(model)
+    versions, aliases = known
+    what = f"version {version}" if version is not None else f"alias {alias!r}"
+    raise ApiError(
+        404,
+        "unknown_version",
+        f"model {model!r} has no {what} (versions: {versions or 'none'}; "
+        f"aliases: {aliases or 'none'})",
     )
 
 

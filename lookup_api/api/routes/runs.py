@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from lookup_api import crud
 from lookup_api.api.deps import DbDep, Reader
-from lookup_api.api.errors import responses
+from lookup_api.api.errors import ApiError, responses
 from lookup_api.api.schemas import Run, RunIdPath
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
@@ -21,4 +21,7 @@ router = APIRouter(prefix="/v1/runs", tags=["runs"])
 )
 async def get_run(run_id: RunIdPath, db: DbDep, caller: Reader) -> dict[str, Any]:
     """One run with its stages."""
-    return await crud.run(db, run_id)
+    run = await crud.run(db, run_id)
+    if run is None:
+        raise ApiError(404, "unknown_run", f"no run {run_id!r}")
+    return run
