@@ -203,7 +203,6 @@ def test_score_batch_triggered_from_its_form_succeeds_and_its_log_shows_the_job(
         # The log view renders only the lines in sight: its search scrolls to the match.
         tab.get_by_placeholder("Search logs...").fill("rows read")
         # ingest's own summary, with the counts only the job knows (4 rows out of range).
-        expect(
-            tab.get_by_text("batch ui-0001: ingested: 200 rows read, 196 accepted, 4 quarantined")
-        ).to_be_visible()
+        summary = "batch ui-0001: ingested: 200 rows read, 196 accepted, 4 quarantined"
+        expect(tab.get_by_text(summary)).to_be_visible(timeout=30_000)  # the log loads lazily
         assert browsing.refused == []
