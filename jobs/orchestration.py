@@ -97,6 +97,20 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
     }
 
 
+def api_server_environment(port: int) -> dict[str, str]:
+    """Variables for `airflow standalone` serving its UI and REST API on 127.0.0.1:`port`.
+
+    Its tasks report to the Execution API of that same server, whose URL Airflow otherwise
+    derives as http://localhost:8080/execution/ whatever the port: on any other port every task
+    fails before it starts (the supervisor's connection is refused).
+    """
+    return {
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+    }
+
+
 @dataclass(frozen=True)
 class ScorePlan:
     """One scoring run as the DAG will carry it out; passed between tasks as a dict."""

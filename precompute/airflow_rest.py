@@ -66,6 +66,12 @@ class Airflow:
         run_id: str = run["dag_run_id"]
         return run_id
 
+    def runs(self, dag_id: str) -> list[dict[str, Any]]:
+        """The DAG's runs, as the API describes them (state, conf, triggered_by, ...)."""
+        listing = self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns")
+        runs: list[dict[str, Any]] = listing["dag_runs"]
+        return runs
+
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
         listing = self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
         return {t["task_id"]: t["state"] or "none" for t in listing["task_instances"]}

@@ -98,14 +98,14 @@ def _sample_data(settings: Settings) -> str:
 
 
 def _airflow(settings: Settings, report: Callable[[str], None]) -> Airflow:
-    from jobs.orchestration import airflow_environment
+    from jobs.orchestration import airflow_environment, api_server_environment
 
     airflow = service(settings, "airflow")
     base = f"http://127.0.0.1:{settings.airflow_port}"
     if airflow.pid() is None or not _healthy(base + "/api/v2/monitor/health"):
         airflow.stop()
         env = os.environ | airflow_environment(settings)
-        env |= {"AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(settings.airflow_port)}
+        env |= api_server_environment(settings.airflow_port)
         airflow.start([str(Path(sys.executable).parent / "airflow"), "standalone"], env)
         report(f"airflow: starting standalone (log {airflow.log})")
         _wait_healthy(base + "/api/v2/monitor/health", airflow, 180)

@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Page, Route, sync_playwright
+from playwright.sync_api import Page, Route, ViewportSize, sync_playwright
 
 from precompute.settings import get_settings
 
@@ -45,8 +45,14 @@ class Browsing:
 
 
 @contextmanager
-def page(name: str, allowed_hosts: tuple[str, ...] = ("127.0.0.1",)) -> Iterator[Browsing]:
-    """A page in a fresh Chromium profile; `name` names the screenshot of a failure."""
+def page(
+    name: str,
+    allowed_hosts: tuple[str, ...] = ("127.0.0.1",),
+    viewport: ViewportSize | None = None,
+) -> Iterator[Browsing]:
+    """A page in a fresh Chromium profile; `name` names the screenshot of a failure, and
+    `viewport` (Playwright's default, 1280x720, when None) what it shows of a dialog, which a
+    full-page screenshot does not unroll."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium")
 
@@ -55,7 +61,11 @@ def page(name: str, allowed_hosts: tuple[str, ...] = ("127.0.0.1",)) -> Iterator
         with sync_playwright() as playwright:
             # A persistent context is how Playwright takes a --user-data-dir: a fresh one each time.
             context = playwright.chromium.launch_persistent_context(
-                profile, executable_path=str(CHROMIUM), headless=True, args=list(FLAGS)
+                profile,
+                executable_path=str(CHROMIUM),
+                headless=True,
+                args=list(FLAGS),
+                viewport=viewport,
             )
             try:
                 tab = context.pages[0] if context.pages else context.new_page()

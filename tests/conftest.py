@@ -200,39 +200,60 @@ def job_settings(settings: Settings, jobs_database: str, tmp_path: Path) -> Sett
 
 @dataclass(frozen=True)
 class Env:
-    """What the DAG tests run against: settings from the environment, the database, a folder."""
+    """What the DAG tests run against: settings from the environment, the database, a folder,
+    and the environment variables that point the jobs and Airflow at them."""
 
     settings: Settings
     admin_url: str
     root: Path
+    variables: dict[str, str]
+
+
+@contextmanager
+def platform_env(
+    admin_url: str, settings: Settings, root: Path, variables: dict[str, str] | None = None
+) -> Iterator[Env]:
+    """A migrated database (dropped afterwards) and a lake, landing and models root under
+    `root`; `Env.variables` holds what a process needs to run the jobs and Airflow against
+    them (`jobs.orchestration.airflow_environment` included), plus `variables`. Nothing here
+    changes this process's environment."""
+    from jobs import orchestration
+    from precompute import migrations
+
+    name = f"test_dags_{uuid.uuid4().hex[:8]}"
+    url = create_database(admin_url, name)
+    try:
+        migrations.migrate(url, settings)
+        variables = {
+            "DATABASE_URL": url,
+            "PRECOMPUTE_LAKE_URI": str(root / "lake"),
+            "PRECOMPUTE_LANDING_ROOT": str(root / "landing"),
+            "PRECOMPUTE_MODELS_ROOT": str(root / "models"),
+            "PRECOMPUTE_SCORE_SCHEDULE": "",
+            **(variables or {}),
+        }
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in variables.items():  # Settings reads only the environment
+                patch.setenv(key, value)
+            job_settings = Settings()
+        variables |= orchestration.airflow_environment(job_settings)
+        yield Env(job_settings, url, root, variables)
+    finally:
+        drop_database(admin_url, name)
 
 
 @contextmanager
 def airflow_env(
     admin_url: str, settings: Settings, root: Path, variables: dict[str, str] | None = None
 ) -> Iterator[Env]:
-    """A migrated database, a lake, landing and models root under `root`, and Airflow's
-    metadata database; the process environment points the jobs (spark-submit children) and
-    tasks at them, plus `variables`."""
-    from jobs import orchestration
-    from precompute import migrations
-
-    name = f"test_dags_{uuid.uuid4().hex[:8]}"
-    url = create_database(admin_url, name)
-    migrations.migrate(url, settings)
-    variables = {
-        "DATABASE_URL": url,
-        "PRECOMPUTE_LAKE_URI": str(root / "lake"),
-        "PRECOMPUTE_LANDING_ROOT": str(root / "landing"),
-        "PRECOMPUTE_MODELS_ROOT": str(root / "models"),
-        "PRECOMPUTE_SCORE_SCHEDULE": "",
-        **(variables or {}),
-    }
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in variables.items():
-            patch.setenv(key, value)
-        job_settings = Settings()
-        for key, value in orchestration.airflow_environment(job_settings).items():
+    """`platform_env`, with this process's environment pointing the jobs (spark-submit
+    children) and in-process Airflow (`dag.test`) at it, and Airflow's metadata database
+    migrated in the test session's Airflow home."""
+    with (
+        platform_env(admin_url, settings, root, variables) as env,
+        pytest.MonkeyPatch.context() as patch,
+    ):
+        for key, value in env.variables.items():
             if key != "AIRFLOW_HOME":  # chosen above, before Airflow was imported
                 patch.setenv(key, value)
         subprocess.run(
@@ -241,10 +262,7 @@ def airflow_env(
             capture_output=True,
             env=os.environ.copy(),
         )
-        try:
-            yield Env(job_settings, url, root)
-        finally:
-            drop_database(admin_url, name)
+        yield env
 
 
 def dagbag() -> Any:

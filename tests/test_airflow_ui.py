@@ -1,0 +1,208 @@
+"""Airflow's UI as a user meets it: `airflow standalone` started as `make demo` starts it, driven
+by Debian's Chromium (tests/browser.py).
+
+Every DAG must be triggerable from its trigger form with its defaults (issue 14: a Param whose
+schema does not admit null is marked required and greys out the Trigger button), and a run
+triggered from the form must do the work and show the job's own output in the task log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from browser import page
+from conftest import Env, dagbag, export_model, platform_env
+from playwright.sync_api import Locator, Page, expect
+
+from jobs import orchestration
+from jobs.registry import Registry
+from jobs.sample_data import customers, with_bad_rows
+from precompute.airflow_rest import Airflow
+from precompute.processes import Service
+from precompute.settings import Settings
+
+
+@dataclass(frozen=True)
+class Standalone:
+    """A running `airflow standalone`: where it answers and how to sign in."""
+
+    base: str
+    log: Path
+    username: str
+    password: str
+
+    def rest(self) -> Airflow:
+        return Airflow(self.base, self.username, self.password)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_standalone(env: Env, timeout: float = 240) -> tuple[Service, Standalone]:
+    """`airflow standalone` on a free port of 127.0.0.1, in its own process group, with the
+    environment `make demo` gives it pointed at `env`, and its own AIRFLOW_HOME under
+    `env.root` (not the developer's var/airflow, nor the test session's); once its API answers."""
+    home = env.root / "airflow"
+    port = free_port()
+    variables = env.variables | {
+        "AIRFLOW_HOME": str(home),
+        **orchestration.api_server_environment(port),
+        # New DAGs start paused, so the daily maintenance DAG cannot run beside the test's run;
+        # the trigger form unpauses the DAG it triggers, as a user would see.
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+    }
+    server = Service("airflow", env.root / "airflow.pid", env.root / "airflow.log")
+    server.start(
+        [str(Path(sys.executable).parent / "airflow"), "standalone"], os.environ | variables
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while not _healthy(base + "/api/v2/monitor/health"):
+            assert server.pid() is not None, f"airflow standalone exited: see {server.log}"
+            assert time.monotonic() < deadline, f"airflow standalone did not answer in {timeout} s"
+            time.sleep(1)
+        # Standalone writes the admin's generated password before its API answers.
+        passwords = home / "simple_auth_manager_passwords.json.generated"
+        password: str = json.loads(passwords.read_text())["admin"]
+    except BaseException:
+        server.stop()
+        raise
+    return server, Standalone(base, server.log, "admin", password)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def env(
+    admin_url: str, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Env]:
+    with platform_env(admin_url, settings, tmp_path_factory.mktemp("airflow-ui")) as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def params() -> dict[str, list[str]]:
+    """Every DAG in dags/ and its Params' names, as the files define them."""
+    return {dag_id: list(dag.params) for dag_id, dag in dagbag().dags.items()}
+
+
+@pytest.fixture(scope="module")
+def airflow(env: Env) -> Iterator[Standalone]:
+    """One Airflow for the module: it takes most of a minute to start on two cores."""
+    server, running = start_standalone(env)
+    try:
+        yield running
+    finally:
+        server.stop()
+
+
+def sign_in(page: Page, airflow: Standalone) -> None:
+    """Through the simple auth manager's login form, as a user would."""
+    page.goto(airflow.base + "/")
+    page.get_by_label("Username").fill(airflow.username)
+    page.get_by_label("Password").fill(airflow.password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda url: "/auth/login" not in url)
+    expect(page.get_by_role("button", name="User")).to_be_visible()
+
+
+def open_trigger_form(page: Page, airflow: Standalone, dag_id: str, params: list[str]) -> Locator:
+    """The DAG page's Trigger button opens the form as a dialog; returns that dialog once it
+    shows a field for each of the DAG's Params (the Trigger button is enabled before the form
+    has loaded and validated them)."""
+    page.goto(f"{airflow.base}/dags/{dag_id}")
+    page.get_by_role("button", name="Trigger Dag").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog.get_by_text(f"Trigger Dag - {dag_id}")).to_be_visible()
+    for name in params:
+        # A field's label is the Param's name, followed by a star when it is required.
+        label = dialog.locator("label").filter(has_text=re.compile(rf"^{re.escape(name)}\b"))
+        expect(label, f"{dag_id}: the form has no field for Param {name}").to_have_count(1)
+    return dialog
+
+
+def assert_triggerable(dialog: Locator, dag_id: str) -> None:
+    """What issue 14 saw: optional Params marked required, the Trigger button greyed out."""
+    expect(dialog.get_by_test_id("trigger-dag-submit"), dag_id).to_be_enabled()
+    invalid = dialog.locator('[data-invalid], [aria-invalid="true"]')
+    expect(invalid, f"{dag_id}: a field of the form is marked invalid").to_have_count(0)
+    expect(dialog.get_by_text("This field is required"), dag_id).to_have_count(0)
+
+
+def test_every_dag_can_be_triggered_from_its_form_with_its_defaults(
+    airflow: Standalone, params: dict[str, list[str]]
+) -> None:
+    dag_ids = sorted(params)
+    assert {"score_batch", "train_model"} <= set(dag_ids)
+    rest = airflow.rest()
+    for dag_id in dag_ids:  # the DAG processor parses the files after the API answers
+        rest.wait_for_dag(dag_id)
+    # Tall enough for a whole form: a failure's screenshot shows every field and the button.
+    with page("airflow-trigger-forms", viewport={"width": 1280, "height": 2000}) as browsing:
+        sign_in(browsing.page, airflow)
+        for dag_id in dag_ids:
+            dialog = open_trigger_form(browsing.page, airflow, dag_id, params[dag_id])
+            assert_triggerable(dialog, dag_id)
+        assert browsing.refused == []  # the UI loads nothing from the internet
+
+
+def test_score_batch_triggered_from_its_form_succeeds_and_its_log_shows_the_job(
+    airflow: Standalone, env: Env, params: dict[str, list[str]]
+) -> None:
+    # A champion (fitted here: training through Spark is test_dags' business) and one small
+    # batch under the landing root, which a run with the form's defaults (no input path) takes.
+    train = customers(2000, seed=1)
+    _, bundle = export_model(
+        env.root, "logistic_regression", train, train.column("churned").to_numpy()
+    )
+    Registry(env.settings).register(bundle, "churn", aliases=("champion",))
+    batch = Path(env.settings.landing_root) / "ui-0001"
+    batch.mkdir(parents=True)
+    pq.write_table(with_bad_rows(customers(200, seed=3, label=False), bad=4), batch / "p.parquet")
+    rest = airflow.rest()
+    rest.wait_for_dag("score_batch")
+
+    with page("airflow-score-batch", viewport={"width": 1280, "height": 2000}) as browsing:
+        tab = browsing.page
+        sign_in(tab, airflow)
+        dialog = open_trigger_form(tab, airflow, "score_batch", params["score_batch"])
+        # New DAGs start paused here: the form's own checkbox unpauses the DAG it triggers.
+        expect(
+            dialog.get_by_role("checkbox", name="Unpause score_batch on trigger")
+        ).to_be_checked()
+        dialog.get_by_test_id("trigger-dag-submit").click()
+        expect(tab.get_by_text("Dag Run Triggered")).to_be_visible()
+
+        [run] = rest.runs("score_batch")
+        assert run["triggered_by"] == "ui" and run["conf"]["input_path"] is None, run
+        # Each task's state changes are printed: pytest shows them when the test fails.
+        rest.wait("score_batch", run["dag_run_id"], print, timeout=600)
+
+        tab.goto(f"{airflow.base}/dags/score_batch/runs/{run['dag_run_id']}/tasks/ingest")
+        # The log view renders only the lines in sight: its search scrolls to the match.
+        tab.get_by_placeholder("Search logs...").fill("rows read")
+        # ingest's own summary, with the counts only the job knows (4 rows out of range).
+        summary = "batch ui-0001: ingested: 200 rows read, 196 accepted, 4 quarantined"
+        expect(tab.get_by_text(summary)).to_be_visible(timeout=30_000)  # the log loads lazily
+        assert browsing.refused == []
