@@ -106,10 +106,10 @@ class Lake:
             raise LakeError(f"no Delta table at {self.table_uri(table)}")
         reader = self.spark.read.format("delta")
         if version is not None:
-            if not 0 <= version <= self.version(table):
+            latest = self.version(table)
+            if not 0 <= version <= latest:
                 raise LakeError(
-                    f"table {self.table_uri(table)} has no version {version} "
-                    f"(latest: {self.version(table)})"
+                    f"table {self.table_uri(table)} has no version {version} (latest: {latest})"
                 )
             reader = reader.option("versionAsOf", version)
         return reader.load(self.table_uri(table))

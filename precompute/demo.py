@@ -20,9 +20,8 @@ from pathlib import Path
 
 from precompute import database, migrations
 from precompute.airflow_rest import Airflow
-from precompute.errors import PrecomputeError
 from precompute.private_files import write_private
-from precompute.processes import Service, service
+from precompute.processes import healthy, service
 from precompute.settings import Settings
 
 MODEL = "churn"
@@ -102,13 +101,13 @@ def _airflow(settings: Settings, report: Callable[[str], None]) -> Airflow:
 
     airflow = service(settings, "airflow")
     base = f"http://127.0.0.1:{settings.airflow_port}"
-    if airflow.pid() is None or not _healthy(base + "/api/v2/monitor/health"):
+    if airflow.pid() is None or not healthy(base + "/api/v2/monitor/health"):
         airflow.stop()
         env = os.environ | airflow_environment(settings)
         env |= api_server_environment(settings.airflow_port)
         airflow.start([str(Path(sys.executable).parent / "airflow"), "standalone"], env)
         report(f"airflow: starting standalone (log {airflow.log})")
-        _wait_healthy(base + "/api/v2/monitor/health", airflow, 180)
+        airflow.wait_healthy(base + "/api/v2/monitor/health", 180)
     report(f"airflow: up at {base}")
     client = Airflow(base, "admin", _airflow_password(settings))
     for dag_id in ("train_model", "score_batch"):
@@ -155,10 +154,10 @@ def _lookup_api(settings: Settings) -> tuple[str, str]:
 
     base = f"http://127.0.0.1:{settings.api_port}"
     api = service(settings, "lookup-api")
-    if api.pid() is None or not _healthy(base + "/readyz"):
+    if api.pid() is None or not healthy(base + "/readyz"):
         api.stop()
         api.start([sys.executable, "-m", "precompute.cli", "api"], os.environ)
-        _wait_healthy(base + "/readyz", api, 60)
+        api.wait_healthy(base + "/readyz", 60)
     key_file = settings.var_dir / "demo" / "api-key"
     if not key_file.is_file():
         writer = database.database_url(settings, "writer")
@@ -166,24 +165,6 @@ def _lookup_api(settings: Settings) -> tuple[str, str]:
         key_file.parent.mkdir(parents=True, exist_ok=True)
         write_private(key_file, key)
     return base, key_file.read_text().strip()
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=3) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
-def _wait_healthy(url: str, server: Service, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not _healthy(url):
-        if server.pid() is None:
-            raise PrecomputeError(f"{server.name} exited while starting: see {server.log}")
-        if time.monotonic() > deadline:
-            raise PrecomputeError(f"{server.name} did not answer {url} in {timeout:.0f} s")
-        time.sleep(1)
 
 
 def _get(url: str, key: str, body: dict[str, list[str]] | None = None) -> str:

@@ -13,10 +13,12 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from precompute.errors import PrecomputeError
 from precompute.settings import Settings
 
 
@@ -51,6 +53,16 @@ class Service:
             )
         self.pid_file.write_text(f"{process.pid} {start_time(process.pid)}")
         return process.pid
+
+    def wait_healthy(self, url: str, timeout: float) -> None:
+        """Return once `url` answers 200; fail, naming the log, if the server exits or is slow."""
+        deadline = time.monotonic() + timeout
+        while not healthy(url):
+            if self.pid() is None:
+                raise PrecomputeError(f"{self.name} exited while starting: see {self.log}")
+            if time.monotonic() > deadline:
+                raise PrecomputeError(f"{self.name} did not answer {url} in {timeout:.0f} s")
+            time.sleep(1)
 
     def stop(self, timeout: float = 30) -> str:
         pid = self.pid()
@@ -95,3 +107,12 @@ def service(settings: Settings, name: str) -> Service:
     return Service(
         name, settings.var_dir / "run" / f"{name}.pid", settings.var_dir / "log" / f"{name}.log"
     )
+
+
+def healthy(url: str) -> bool:
+    """Whether `url` answers 200 now."""
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False

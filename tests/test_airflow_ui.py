@@ -13,8 +13,6 @@ import os
 import re
 import socket
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,11 +69,7 @@ def start_standalone(env: Env, timeout: float = 240) -> tuple[Service, Standalon
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while not _healthy(base + "/api/v2/monitor/health"):
-            assert server.pid() is not None, f"airflow standalone exited: see {server.log}"
-            assert time.monotonic() < deadline, f"airflow standalone did not answer in {timeout} s"
-            time.sleep(1)
+        server.wait_healthy(base + "/api/v2/monitor/health", timeout)
         # Standalone writes the admin's generated password before its API answers.
         passwords = home / "simple_auth_manager_passwords.json.generated"
         password: str = json.loads(passwords.read_text())["admin"]
@@ -83,14 +77,6 @@ def start_standalone(env: Env, timeout: float = 240) -> tuple[Service, Standalon
         server.stop()
         raise
     return server, Standalone(base, server.log, "admin", password)
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=3) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")

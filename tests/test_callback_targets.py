@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from api_support import FEATURES
 from conftest import create_database, created_key, drop_database, fetch_all, run_cli, serve_api
 
 from precompute import migrations
@@ -131,18 +132,6 @@ class Api:
         }
         auth = {"Authorization": f"Bearer {self.key}"}
         return httpx.post(f"{self.base}/v1/score-requests", json=body, headers=auth, timeout=10)
-
-
-FEATURES = {
-    "age": 41.0,
-    "tenure_months": 12,
-    "monthly_spend": 55.5,
-    "support_calls": 2,
-    "discount_rate": None,
-    "plan": "plus",
-    "region": "west",
-    "autopay": True,
-}
 
 
 @pytest.fixture(scope="module")
