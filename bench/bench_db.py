@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from psycopg2 import sql
 
+from local.embedded_pg import embedded_server
 from precompute import database, migrations
 from precompute.settings import Settings
 
@@ -17,7 +18,7 @@ def recreate_database(base: Settings, name: str) -> str:
     """Start the embedded server if it is the one in use, then give `name` a fresh, migrated
     database; returns its admin URL."""
     if base.embedded_database:
-        database.embedded_server(base).start()
+        embedded_server(base).start()
     admin = database.admin_url(base)
     conn = database.connect(admin)
     conn.autocommit = True  # CREATE and DROP DATABASE refuse to run in a transaction

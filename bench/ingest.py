@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jobs.ingest import IngestRequest, ingest
 from jobs.spark import spark_session
+from local.embedded_pg import embedded_server
 from precompute import database, migrations
 from precompute.settings import Settings
 
@@ -115,7 +116,7 @@ def main() -> None:
     (contracts / "bench" / "v1.toml").write_text(contract_text())
     settings = base.model_copy(update={"contracts_dir": contracts, "lake_uri": str(work / "lake")})
     if settings.embedded_database:
-        database.embedded_server(settings).start()
+        embedded_server(settings).start()
     migrations.migrate(database.admin_url(settings), settings)
 
     spark = spark_session(settings, "bench-ingest")

@@ -171,7 +171,7 @@ def main() -> None:
         [
             sys.executable,
             "-m",
-            "precompute.cli",
+            "cli",
             "api",
             "--port",
             str(port),

@@ -225,8 +225,7 @@ def pending_requests(settings: Settings, model: str) -> int:
     """The model's asynchronous score requests waiting for a run."""
     from jobs.score_requests import CLAIMABLE
 
-    rows = database.fetch(
-        settings,
+    rows = database.Database.from_settings(settings).fetch(
         "writer",
         "SELECT count(*) FROM precompute.score_requests r JOIN precompute.models m "
         f"USING (model_id) WHERE m.name = %s AND {CLAIMABLE}",
@@ -239,8 +238,7 @@ def check_run(settings: Settings, run_id: str, max_rejected_share: float, max_ps
     """Fail (and mark the run failed) when its counts do not add up or pass the limits."""
     from jobs.run_records import RunRecorder
 
-    rows = database.fetch(
-        settings,
+    rows = database.Database.from_settings(settings).fetch(
         "writer",
         """
         SELECT r.mode, r.batch_id, r.state, r.rows_read, r.rows_accepted, r.rows_quarantined,

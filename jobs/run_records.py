@@ -23,7 +23,7 @@ from psycopg2.extras import Json
 
 from precompute import database
 from precompute.errors import PrecomputeError
-from precompute.processes import start_time
+from precompute.process_identity import start_time
 from precompute.settings import Settings
 
 Stage = Literal["ingest", "score", "publish", "check"]

@@ -1,10 +1,16 @@
-"""Database URLs for the ways the project connects: admin (migrations), writer (jobs), reader
-(analysts) and api (the lookup API)."""
+"""The project's database and the roles it is reached as: admin (migrations), writer (jobs),
+reader (analysts) and api (the lookup API).
+
+An entry point resolves the settings once into a `Database` and passes it down: the URLs are
+built (and the embedded server's password file read) once, not in every component that connects.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -12,7 +18,6 @@ import psycopg2
 from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
 
-from precompute.embedded_pg import EmbeddedPostgres
 from precompute.errors import PrecomputeError
 from precompute.settings import Settings
 
@@ -21,38 +26,89 @@ WRITER_ROLE = "precompute_writer"
 READER_ROLE = "precompute_reader"
 API_ROLE = "precompute_api"
 
+# The embedded server's layout under `pg_dir`, which the local platform creates and the URL
+# below reads: its superuser and the password generated when the server was initialised.
+EMBEDDED_SUPERUSER = "postgres"
+EMBEDDED_PASSWORD_FILE = "admin-password"
+
 
 class DatabaseUnavailable(PrecomputeError):
     """The database cannot be reached."""
-
-
-def embedded_server(settings: Settings) -> EmbeddedPostgres:
-    """The embedded server described by the settings (whether or not it is running)."""
-    return EmbeddedPostgres(settings.pg_dir, settings.pg_port, settings.pg_database)
 
 
 def admin_url(settings: Settings) -> str:
     """The URL migrations run with: DATABASE_URL, or the embedded server's superuser."""
     if settings.database_url is not None:
         return _libpq_url(settings.database_url.get_secret_value())
-    return embedded_server(settings).admin_url()
+    return embedded_admin_url(settings.pg_dir, settings.pg_port, settings.pg_database)
+
+
+def embedded_admin_url(pg_dir: Path, port: int, name: str) -> str:
+    """The embedded server's superuser URL over loopback TCP."""
+    password_file = pg_dir / EMBEDDED_PASSWORD_FILE
+    if not password_file.is_file():
+        raise DatabaseUnavailable(
+            f"the embedded database in {pg_dir} is not initialised: run `precompute db start`"
+        )
+    password = password_file.read_text().strip()
+    return f"postgresql://{EMBEDDED_SUPERUSER}:{password}@127.0.0.1:{port}/{name}"
 
 
 def database_url(settings: Settings, role: Role = "admin") -> str:
     """The URL for a role on the project's database."""
-    return with_role(admin_url(settings), role, settings)
+    return Database.from_settings(settings).url(role)
 
 
 def with_role(url: str, role: Role, settings: Settings) -> str:
-    """The same server and database as `url`, with the role's credentials."""
-    if role == "admin":
-        return url
-    user, secret = {
-        "writer": (WRITER_ROLE, settings.writer_password),
-        "reader": (READER_ROLE, settings.reader_password),
-        "api": (API_ROLE, settings.api_password),
-    }[role]
-    return _with_credentials(url, user, secret.get_secret_value())
+    """The same server and database as the admin URL `url`, with the role's credentials."""
+    return Database(url, unreachable_hint(settings), _credentials(settings)).url(role)
+
+
+def _credentials(settings: Settings) -> dict[Role, tuple[str, str]]:
+    return {
+        "writer": (WRITER_ROLE, settings.writer_password.get_secret_value()),
+        "reader": (READER_ROLE, settings.reader_password.get_secret_value()),
+        "api": (API_ROLE, settings.api_password.get_secret_value()),
+    }
+
+
+@dataclass(frozen=True)
+class Database:
+    """The project's database, each role's URL resolved once from the settings."""
+
+    admin_url: str
+    hint: str
+    # The other roles' (user, password): secrets, kept out of the repr.
+    credentials: Mapping[Role, tuple[str, str]] = field(repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        return cls(
+            admin_url=admin_url(settings),
+            hint=unreachable_hint(settings),
+            credentials=_credentials(settings),
+        )
+
+    def url(self, role: Role = "writer") -> str:
+        if role == "admin":
+            return self.admin_url
+        return _with_credentials(self.admin_url, *self.credentials[role])
+
+    def connect(self, role: Role = "writer") -> Connection:
+        return connect(self.url(role), hint=self.hint)
+
+    @contextmanager
+    def transaction(self, role: Role = "writer") -> Iterator[Cursor]:
+        """A cursor in one transaction, as `transaction` below."""
+        with transaction(self.url(role), hint=self.hint) as cursor:
+            yield cursor
+
+    def fetch(self, role: Role, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one statement, run as `role` in its own short transaction."""
+        with self.transaction(role) as cursor:
+            cursor.execute(sql, params)
+            rows: list[tuple[Any, ...]] = cursor.fetchall()
+            return rows
 
 
 def unreachable_hint(settings: Settings) -> str:
@@ -84,17 +140,6 @@ def transaction(url: str, *, hint: str) -> Iterator[Cursor]:
             yield cursor
     finally:
         connection.close()
-
-
-def fetch(
-    settings: Settings, role: Role, sql: str, params: tuple[object, ...] = ()
-) -> list[tuple[Any, ...]]:
-    """The rows of one statement, run as `role` in its own short transaction."""
-    url = database_url(settings, role)
-    with transaction(url, hint=unreachable_hint(settings)) as cursor:
-        cursor.execute(sql, params)
-        rows: list[tuple[Any, ...]] = cursor.fetchall()
-        return rows
 
 
 def redacted(url: str) -> str:

@@ -125,7 +125,7 @@ def server_pid(port: int) -> int:
             args = (proc / "cmdline").read_bytes().decode().split("\0")
         except OSError:
             continue
-        if "precompute.cli" in args and args[-len(wanted) - 1 : -1] == wanted:
+        if "cli" in args and args[-len(wanted) - 1 : -1] == wanted:
             return int(proc.name)
     raise AssertionError(f"no API process listening on port {port}")
 

@@ -19,6 +19,7 @@ import pytest
 from psycopg2 import sql
 from sqlalchemy.engine import make_url
 
+from local.embedded_pg import embedded_server
 from precompute import database
 from precompute.settings import Settings, get_settings
 
@@ -33,7 +34,7 @@ os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAGS)
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Run the real `precompute` command line in a child process with this environment."""
     return subprocess.run(
-        [sys.executable, "-m", "precompute.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -53,7 +54,7 @@ def serve_api(env: dict[str, str], log: Path) -> Iterator[str]:
         port = int(s.getsockname()[1])
     with log.open("w") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "precompute.cli", "api", "--port", str(port)],
+            [sys.executable, "-m", "cli", "api", "--port", str(port)],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -126,7 +127,7 @@ def settings() -> Settings:
 def admin_url(settings: Settings) -> str:
     """The admin URL of the project's server, started here if `make test` did not."""
     if settings.embedded_database:
-        database.embedded_server(settings).start()
+        embedded_server(settings).start()
     return database.admin_url(settings)
 
 

@@ -26,8 +26,8 @@ from playwright.sync_api import Locator, Page, expect
 from jobs import orchestration
 from jobs.registry import Registry
 from jobs.sample_data import customers, with_bad_rows
-from precompute.airflow_rest import Airflow
-from precompute.processes import Service
+from local.airflow_rest import Airflow
+from local.processes import Service
 from precompute.settings import Settings
 
 

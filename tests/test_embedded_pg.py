@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from conftest import fetch_all, run_cli
 
+from local.embedded_pg import EmbeddedPostgres
 from precompute import database
-from precompute.embedded_pg import EmbeddedPostgres, EmbeddedServerError
+from precompute.database import DatabaseUnavailable
 
 
 def free_port() -> int:
@@ -162,14 +163,15 @@ def test_a_running_server_on_another_port_is_not_silently_reused(cli: Cli) -> No
 
 
 def test_url_before_init_is_a_clear_error(cli: Cli) -> None:
-    with pytest.raises(EmbeddedServerError, match="not initialised: run `precompute db start`"):
+    # The URL is the core's (every stage reads it), so its error is the core's too.
+    with pytest.raises(DatabaseUnavailable, match="not initialised: run `precompute db start`"):
         cli.server.admin_url()
 
 
 def test_concurrent_starts_do_not_race(cli: Cli) -> None:
     starts = [
         subprocess.Popen(
-            [sys.executable, "-m", "precompute.cli", "db", "start"],
+            [sys.executable, "-m", "cli", "db", "start"],
             env=cli.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -315,7 +315,7 @@ def test_a_killed_ingest_leaves_the_tables_unchanged_and_a_rerun_completes(
         [
             sys.executable,
             "-m",
-            "precompute.cli",
+            "cli",
             "ingest",
             str(big),
             "--batch-id",

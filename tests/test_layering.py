@@ -1,5 +1,6 @@
-"""Imports run one way: entry points on top, then the jobs and the lookup API side by side,
-then the shared core in `precompute/`, which imports nothing of the project above it.
+"""Imports run one way: the entry points (`cli/`, `dags/`) on top, the local platform
+(`local/`) under them, then the jobs and the lookup API side by side, then the shared core in
+`precompute/`, which imports nothing of the project above it.
 
 Read from the source (every import, those inside functions included; `TYPE_CHECKING` blocks
 excepted, since they never run), so a wrong-way import fails here before it knots the code.
@@ -14,9 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("precompute", "jobs", "lookup_api", "dags")
-# The entry points that live in precompute/ for now: the command line and the local demo.
-ENTRY_MODULES = {"precompute.cli", "precompute.demo"}
+PACKAGES = ("cli", "dags", "local", "jobs", "lookup_api", "precompute")
 
 
 def modules() -> dict[str, Path]:
@@ -46,14 +45,14 @@ def imported(path: Path, known: dict[str, Path]) -> Iterator[str]:
 
 
 def layer(module: str) -> str:
-    if module in ENTRY_MODULES or module.startswith("dags"):
-        return "entry"
-    return module.split(".")[0]  # precompute (the core), jobs or lookup_api
+    package = module.split(".")[0]
+    return "entry" if package in ("cli", "dags") else package  # local, jobs, lookup_api or core
 
 
 # What each layer may import besides itself.
 ALLOWED = {
-    "entry": {"entry", "jobs", "lookup_api", "precompute"},
+    "entry": {"entry", "local", "jobs", "lookup_api", "precompute"},
+    "local": {"local", "jobs", "lookup_api", "precompute"},
     "jobs": {"jobs", "precompute"},
     "lookup_api": {"lookup_api", "precompute"},
     "precompute": {"precompute"},
@@ -93,6 +92,6 @@ def test_the_check_sees_a_wrong_way_import(tmp_path: Path) -> None:
     source.write_text(
         "from typing import TYPE_CHECKING\n"
         "if TYPE_CHECKING:\n    from jobs import lake\n"
-        "def f():\n    from precompute import cli\n"
+        "def f():\n    from local import demo\n"
     )
-    assert list(imported(source, KNOWN)) == ["precompute", "precompute.cli"]
+    assert list(imported(source, KNOWN)) == ["local", "local.demo"]

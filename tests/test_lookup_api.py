@@ -16,6 +16,7 @@ import pytest
 from api_support import FEATURES, Api, seeded_database, served
 from conftest import created_key, fetch_all, run_cli
 
+from local.embedded_pg import embedded_server
 from lookup_api.core.db import Database, DatabaseDown, InvalidValue, QueryTimeout
 from precompute import database
 from precompute.settings import Settings
@@ -298,7 +299,7 @@ def test_a_stopped_database_gives_503_and_the_server_recovers_without_a_restart(
     if not settings.embedded_database:
         pytest.skip("needs the embedded server, which this test stops and starts")
     assert api.get("/v1/predictions/c0", api.reader_key, model="churn").status_code == 200
-    server = database.embedded_server(settings)
+    server = embedded_server(settings)
     server.stop()
     try:
         down = api.get("/v1/predictions/c0", api.reader_key, model="churn")

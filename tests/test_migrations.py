@@ -12,6 +12,7 @@ from conftest import fetch_all
 from psycopg2 import sql
 from sqlalchemy import make_url
 
+from local.embedded_pg import embedded_server
 from precompute import database, migrations
 from precompute.migrations import MigrationError
 from precompute.settings import Settings
@@ -173,7 +174,7 @@ def test_role_passwords_reach_the_server_only_as_scram_verifiers(
 ) -> None:
     if not settings.embedded_database:
         pytest.skip("reads the embedded server's log; an external server's log is not ours")
-    log = database.embedded_server(settings).log_file
+    log = embedded_server(settings).log_file
     # The server logs every statement on this database, as a server set up for auditing would.
     name = make_url(fresh_database).database
     with closing(database.connect(fresh_database)) as conn, conn, conn.cursor() as cur:

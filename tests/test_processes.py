@@ -10,7 +10,8 @@ from pathlib import Path
 
 from conftest import run_cli
 
-from precompute.processes import Service, start_time
+from local.processes import Service
+from precompute.process_identity import start_time
 
 
 def down(var_dir: Path, database_url: str) -> subprocess.CompletedProcess[str]:
@@ -25,7 +26,7 @@ def test_down_stops_a_server_it_started_with_its_children(
     service = Service("airflow", tmp_path / "run" / "airflow.pid", tmp_path / "log" / "a.log")
     # Started by a process that exits, as `precompute demo` does: the server outlives it.
     starter = (
-        "import os; from pathlib import Path; from precompute.processes import Service; "
+        "import os; from pathlib import Path; from local.processes import Service; "
         f"s = Service('airflow', Path({str(service.pid_file)!r}), Path({str(service.log)!r})); "
         "print(s.start(['sh', '-c', 'sleep 300 & sleep 300'], os.environ))"
     )

@@ -414,7 +414,7 @@ def test_a_killed_publish_leaves_serving_unchanged_and_a_retry_completes(
         "PRECOMPUTE_LAKE_URI": setup.settings.lake_uri,
     }
     child = subprocess.Popen(
-        [sys.executable, "-m", "precompute.cli", "publish", "--run-id", "kill-1"],
+        [sys.executable, "-m", "cli", "publish", "--run-id", "kill-1"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

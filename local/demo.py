@@ -18,10 +18,11 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from local.airflow_rest import Airflow
+from local.embedded_pg import embedded_server
+from local.processes import healthy, service
 from precompute import database, migrations
-from precompute.airflow_rest import Airflow
 from precompute.private_files import write_private
-from precompute.processes import healthy, service
 from precompute.settings import Settings
 
 MODEL = "churn"
@@ -66,7 +67,7 @@ def run(settings: Settings) -> int:
 def _database(settings: Settings) -> str:
     state = "external (DATABASE_URL)"
     if settings.embedded_database:
-        state = str(database.embedded_server(settings).start())
+        state = str(embedded_server(settings).start())
     report = migrations.migrate(database.admin_url(settings), settings)
     return f"{state}; migrations: {len(report.applied)} applied now"
 
@@ -131,8 +132,7 @@ def _run_dag(
 
 
 def _champion(settings: Settings) -> int | None:
-    rows = database.fetch(
-        settings,
+    rows = database.Database.from_settings(settings).fetch(
         "reader",
         "SELECT v.version FROM precompute.model_aliases a JOIN precompute.models m "
         "USING (model_id) JOIN precompute.model_versions v USING (version_id) "
@@ -144,7 +144,7 @@ def _champion(settings: Settings) -> int | None:
 
 def _run_state(settings: Settings, run_id: str) -> str | None:
     sql = "SELECT state FROM precompute.runs WHERE run_id = %s"
-    rows = database.fetch(settings, "reader", sql, (run_id,))
+    rows = database.Database.from_settings(settings).fetch("reader", sql, (run_id,))
     return str(rows[0][0]) if rows else None
 
 
@@ -156,7 +156,7 @@ def _lookup_api(settings: Settings) -> tuple[str, str]:
     api = service(settings, "lookup-api")
     if api.pid() is None or not healthy(base + "/readyz"):
         api.stop()
-        api.start([sys.executable, "-m", "precompute.cli", "api"], os.environ)
+        api.start([sys.executable, "-m", "cli", "api"], os.environ)
         api.wait_healthy(base + "/readyz", 60)
     key_file = settings.var_dir / "demo" / "api-key"
     if not key_file.is_file():
@@ -180,8 +180,7 @@ def _get(url: str, key: str, body: dict[str, list[str]] | None = None) -> str:
 
 
 def _show(settings: Settings, api: str, key: str, run_id: str, seconds: float) -> None:
-    [(state, read, quarantined, published)] = database.fetch(
-        settings,
+    [(state, read, quarantined, published)] = database.Database.from_settings(settings).fetch(
         "reader",
         "SELECT state, rows_read, rows_quarantined, rows_published FROM analytics.runs "
         "WHERE run_id = %s",

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from precompute.errors import PrecomputeError
+from precompute.process_identity import start_time
 from precompute.settings import Settings
 
 
@@ -80,17 +81,6 @@ class Service:
                 os.killpg(pid, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
         return f"stopped (was PID {pid})"
-
-
-def start_time(pid: int) -> str | None:
-    """When the process started, in clock ticks since boot (/proc/PID/stat field 22); None when
-    there is no such process. A PID is reused; a PID with its start time is not."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) is in parentheses and may hold spaces: count after it.
-    return stat.rpartition(")")[2].split()[19]
 
 
 def _group_alive(pid: int) -> bool:

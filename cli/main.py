@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
+from local.embedded_pg import embedded_server
 from precompute import database, migrations
 from precompute.commands import run_job
 from precompute.errors import PrecomputeError
@@ -164,7 +165,7 @@ def _db_start(args: argparse.Namespace, settings: Settings) -> int:
         _check_reachable(settings)
         print("DATABASE_URL is set: using that server (reachable); nothing to start")
         return 0
-    print(f"database: {database.embedded_server(settings).start()}")
+    print(f"database: {embedded_server(settings).start()}")
     return 0
 
 
@@ -177,7 +178,7 @@ def _db_stop(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.embedded_database:
         print("DATABASE_URL is set: the project does not manage that server; nothing to stop")
         return 0
-    print(f"database: {database.embedded_server(settings).stop()}")
+    print(f"database: {embedded_server(settings).stop()}")
     return 0
 
 
@@ -191,7 +192,7 @@ def _db_status(args: argparse.Namespace, settings: Settings) -> int:
             return 3
         print("external: reachable")
         return 0
-    status = database.embedded_server(settings).status()
+    status = embedded_server(settings).status()
     print(f"{status.state}: {status.detail}")
     return 0 if status.state == "running" else 3
 
@@ -353,8 +354,7 @@ def _model_promote(args: argparse.Namespace, settings: Settings) -> int:
         args.name, version=args.version, from_alias=args.from_alias, alias=args.alias
     )
     print(f"{args.alias} -> {version.label} (id {version.version_id})")
-    served = database.fetch(
-        settings,
+    served = database.Database.from_settings(settings).fetch(
         "writer",
         "SELECT 1 FROM precompute.serving_versions WHERE model_version_id = %s",
         (version.version_id,),
@@ -412,18 +412,18 @@ def _settings(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from precompute import demo
+    from local import demo
 
     return demo.run(settings)
 
 
 def _down(args: argparse.Namespace, settings: Settings) -> int:
-    from precompute.processes import service
+    from local.processes import service
 
     for name in ("lookup-api", "airflow"):
         print(f"{name}: {service(settings, name).stop()}")
     if settings.embedded_database:
-        print(f"database: {database.embedded_server(settings).stop()}")
+        print(f"database: {embedded_server(settings).stop()}")
     return 0
 
 

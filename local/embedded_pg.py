@@ -25,11 +25,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from precompute.database import EMBEDDED_PASSWORD_FILE, EMBEDDED_SUPERUSER, embedded_admin_url
 from precompute.errors import PrecomputeError
 from precompute.private_files import write_private
+from precompute.settings import Settings
 
 SERVER_USER = "precompute"
-SUPERUSER = "postgres"
+SUPERUSER = EMBEDDED_SUPERUSER
 START_TIMEOUT_S = 60
 
 # Written on every start so that tuning changes apply without a re-init. Loopback only.
@@ -69,6 +71,11 @@ class ServerStatus:
     detail: str
 
 
+def embedded_server(settings: Settings) -> EmbeddedPostgres:
+    """The embedded server described by the settings (whether or not it is running)."""
+    return EmbeddedPostgres(settings.pg_dir, settings.pg_port, settings.pg_database)
+
+
 class EmbeddedPostgres:
     """One PostgreSQL server with its data, log and admin password under `root`."""
 
@@ -78,7 +85,7 @@ class EmbeddedPostgres:
         self.database = database
         self.data_dir = root / "data"
         self.log_file = root / "server.log"
-        self.password_file = root / "admin-password"
+        self.password_file = root / EMBEDDED_PASSWORD_FILE
 
     # ---- queries -------------------------------------------------------------------------
 
@@ -88,15 +95,7 @@ class EmbeddedPostgres:
 
     def admin_url(self, database: str | None = None) -> str:
         """Superuser URL over loopback TCP, with the password generated at init."""
-        if not self.password_file.is_file():
-            raise EmbeddedServerError(
-                f"the embedded database in {self.root} is not initialised: "
-                "run `precompute db start`"
-            )
-        password = self.password_file.read_text().strip()
-        return (
-            f"postgresql://{SUPERUSER}:{password}@127.0.0.1:{self.port}/{database or self.database}"
-        )
+        return embedded_admin_url(self.root, self.port, database or self.database)
 
     def status(self) -> ServerStatus:
         if not self.initialised:

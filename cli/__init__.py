@@ -1,0 +1,1 @@
+"""The `precompute` command: one parser, its handlers grouped by what they act on."""
