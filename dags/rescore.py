@@ -23,6 +23,7 @@ from airflow.sdk import DAG, Param, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from jobs import orchestration
+from precompute import names
 from precompute.settings import Settings
 
 with DAG(
@@ -53,7 +54,7 @@ with DAG(
     @task
     def plan(params: dict | None = None) -> dict:  # type: ignore[type-arg]
         """Resolve the version; name the run."""
-        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+        stamp = names.run_stamp()
         chosen = orchestration.plan_score(Settings(), (params or {}) | {"mode": "full"}, stamp)
         assert chosen is not None  # a full rescore always has rows to plan
         print(f"run {chosen.run_id}: every current entity with {chosen.model} v{chosen.version}")

@@ -27,6 +27,7 @@ from airflow.sdk import DAG, Param, TriggerRule, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from jobs import orchestration
+from precompute import names
 from precompute.names import CHAMPION
 from precompute.settings import Settings
 
@@ -85,7 +86,7 @@ with DAG(
     @task
     def plan(params: dict | None = None) -> dict:  # type: ignore[type-arg]
         """Resolve the model version and the batch; skip when a scheduled run finds none."""
-        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+        stamp = names.run_stamp()
         chosen = orchestration.plan_score(Settings(), params or {}, stamp)
         if chosen is None:
             raise AirflowSkipException("no new batch under the landing root: nothing to score")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jobs.spark import LOCAL_MASTER, spark_conf
-from precompute import database
+from precompute import database, names
 from precompute.errors import PrecomputeError
 from precompute.names import CHALLENGER, CHAMPION
 from precompute.settings import Settings, project_root
@@ -171,7 +171,7 @@ def plan_score(settings: Settings, params: Mapping[str, Any], stamp: str) -> Sco
         "max_rejected_share": _share(params, settings),
     }
     if params.get("mode") == "full":
-        run_id = f"rescore-{model}-v{version.version}-{stamp}"
+        run_id = names.run_id("full", model, version.version, stamp=stamp)
         return ScorePlan(run_id=run_id, mode="full", **common)
     input_path = params.get("input_path") or None
     batch_id = params.get("batch_id") or None
@@ -180,12 +180,12 @@ def plan_score(settings: Settings, params: Mapping[str, Any], stamp: str) -> Sco
         if landed is None:
             if CHAMPION not in version.aliases or not pending_requests(settings, model):
                 return None
-            run_id = f"requests-{model}-v{version.version}-{stamp}"
+            run_id = names.run_id("requests", model, version.version, stamp=stamp)
             return ScorePlan(run_id=run_id, mode="requests", **common)
         batch_id, input_path = landed
     elif batch_id is None:
         batch_id = Path(input_path.rstrip("/")).name
-    run_id = f"score-{batch_id}-{model}-v{version.version}"
+    run_id = names.run_id("incremental", model, version.version, batch_id)
     return ScorePlan(
         run_id=run_id, mode="incremental", batch_id=batch_id, input_path=input_path, **common
     )

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from jobs.lake import Txn, lake
 from jobs.run_records import CountMismatch, RunInfo, RunRecorder
-from precompute import database
+from precompute import database, names
 from precompute.commands import job_main
 from precompute.errors import PrecomputeError
 from precompute.names import CHAMPION
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from jobs.lake import Lake
     from jobs.registry import ModelVersion, Registry
 
-Mode = Literal["incremental", "full", "requests"]
+Mode = names.RunMode
 Device = Literal["auto", "cpu", "gpu"]
 
 
@@ -83,14 +83,6 @@ class ScoreResult:
         )
 
 
-def default_run_id(request: ScoreRequest, version: int) -> str:
-    if request.mode == "incremental":
-        return f"score-{request.batch_id}-{request.model}-v{version}"
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    kind = "rescore" if request.mode == "full" else "requests"
-    return f"{kind}-{request.model}-v{version}-{stamp}"
-
-
 def score(spark: SparkSession, settings: Settings, request: ScoreRequest) -> ScoreResult:
     """Score the rows the request names; see the module docstring."""
     from jobs.registry import Registry
@@ -104,7 +96,9 @@ def score(spark: SparkSession, settings: Settings, request: ScoreRequest) -> Sco
         version = registry.resolve(request.model, version=request.version)
     else:
         version = registry.resolve(request.model, alias=request.alias)
-    run_id = request.run_id or default_run_id(request, version.version)
+    run_id = request.run_id or names.run_id(
+        request.mode, request.model, version.version, request.batch_id
+    )
     recorder = RunRecorder(settings, run_id, request.mode, request.batch_id)
     earlier = recorder.info()
     if earlier is not None and earlier.mode != request.mode:

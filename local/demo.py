@@ -21,7 +21,8 @@ from pathlib import Path
 from local.airflow_rest import Airflow
 from local.embedded_pg import embedded_server
 from local.processes import healthy, service
-from precompute import database, migrations
+from precompute import database, migrations, names
+from precompute.errors import PrecomputeError
 from precompute.private_files import write_private
 from precompute.settings import Settings
 
@@ -49,9 +50,13 @@ def run(settings: Settings) -> int:
         step("training the model: train_model DAG, triggered through the REST API")
         _run_dag(airflow, "train_model", {"table": TRAINING_TABLE, "promote": True}, step)
         champion = _champion(settings)
+        if champion is None:
+            raise PrecomputeError(
+                f"train_model succeeded but {MODEL} has no champion to score with"
+            )
     else:
         step(f"model: {MODEL} has a champion (v{champion}); not retrained")
-    run_id = f"score-{BATCH}-{MODEL}-v{champion}"
+    run_id = names.run_id("incremental", MODEL, champion, BATCH)
     if _run_state(settings, run_id) != "succeeded":
         step(f"scoring batch {BATCH}: score_batch DAG, triggered through the REST API")
         batch = str(Path(settings.landing_root) / BATCH)
