@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from local import http
 from precompute.errors import PrecomputeError
 
 FINISHED = {"success", "failed"}
@@ -26,19 +24,12 @@ class Airflow:
         self._token = token["access_token"]
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base + path, data=data, method=method)
-        request.add_header("Content-Type", "application/json")
-        if self._token is not None:
-            request.add_header("Authorization", f"Bearer {self._token}")
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")[:500]
+        answer = http.call(method, self.base + path, body, token=self._token)
+        if not answer.ok:
             raise AirflowError(
-                f"Airflow answered {exc.code} to {method} {path}: {detail}"
-            ) from None
+                f"Airflow answered {answer.status} to {method} {path}: {answer.text()[:500]}"
+            )
+        return answer.json()
 
     def wait_for_dag(self, dag_id: str, timeout: float = 120) -> None:
         """Until the DAG processor has parsed the DAG file."""

@@ -13,14 +13,13 @@ import json
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 from local.airflow_rest import Airflow
 from local.embedded_pg import embedded_server
-from local.processes import healthy, service
+from local.http import call, healthy
+from local.processes import service
 from precompute import database, migrations, names
 from precompute.errors import PrecomputeError
 from precompute.private_files import write_private
@@ -173,15 +172,8 @@ def _lookup_api(settings: Settings) -> tuple[str, str]:
 
 
 def _get(url: str, key: str, body: dict[str, list[str]] | None = None) -> str:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method="POST" if data else "GET")
-    request.add_header("Authorization", f"Bearer {key}")
-    request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return str(response.read().decode())
-    except urllib.error.HTTPError as exc:
-        return f"{exc.code}: {exc.read().decode()}"
+    answer = call("POST" if body else "GET", url, body, token=key, timeout=10)
+    return answer.text() if answer.ok else f"{answer.status}: {answer.text()}"
 
 
 def _show(settings: Settings, api: str, key: str, run_id: str, seconds: float) -> None:

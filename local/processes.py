@@ -13,11 +13,11 @@ import os
 import signal
 import subprocess
 import time
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from local.http import healthy
 from precompute.errors import PrecomputeError
 from precompute.process_identity import start_time
 from precompute.settings import Settings
@@ -97,12 +97,3 @@ def service(settings: Settings, name: str) -> Service:
     return Service(
         name, settings.var_dir / "run" / f"{name}.pid", settings.var_dir / "log" / f"{name}.log"
     )
-
-
-def healthy(url: str) -> bool:
-    """Whether `url` answers 200 now."""
-    try:
-        with urllib.request.urlopen(url, timeout=3) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
