@@ -6,31 +6,36 @@ apt packages and every machine runs the same server version. The project drives 
 process using it exits): the server outlives any one command, like a system service.
 
 PostgreSQL refuses to run as root, so under root the server runs as the unprivileged system user
-`precompute`, which owns the data folder.
+`precompute`, which owns the data folder (`local/pg_programs.py` runs the programs).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import importlib.util
 import os
-import pwd
 import secrets
 import shutil
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg2
+from psycopg2 import sql
+
+from local.pg_programs import (
+    EmbeddedServerError,
+    binaries_dir,
+    check_reachable,
+    run_as_server_user,
+    server_user,
+)
 from precompute.database import EMBEDDED_PASSWORD_FILE, EMBEDDED_SUPERUSER, embedded_admin_url
-from precompute.errors import PrecomputeError
 from precompute.private_files import write_private
 from precompute.settings import Settings
 
-SERVER_USER = "precompute"
 SUPERUSER = EMBEDDED_SUPERUSER
 START_TIMEOUT_S = 60
 
@@ -46,20 +51,6 @@ password_encryption = 'scram-sha-256'
 logging_collector = off
 log_min_messages = warning
 """
-
-
-class EmbeddedServerError(PrecomputeError):
-    """The embedded PostgreSQL server could not be started, stopped or reached."""
-
-
-def binaries_dir() -> Path:
-    """Where pgserver's bundled PostgreSQL programs are installed."""
-    spec = importlib.util.find_spec("pgserver")
-    if spec is None or spec.origin is None:
-        raise EmbeddedServerError(
-            "the pgserver package is not installed: run `make setup`, or set DATABASE_URL"
-        )
-    return Path(spec.origin).parent / "pginstall" / "bin"
 
 
 @dataclass(frozen=True)
@@ -200,7 +191,7 @@ class EmbeddedPostgres:
                 ) from None
 
     def _initdb(self) -> None:
-        user = _server_user()
+        user = server_user()
         self.root.mkdir(parents=True, exist_ok=True)
         if self.data_dir.exists():
             shutil.rmtree(self.data_dir)  # a half-made folder from an interrupted init
@@ -208,14 +199,14 @@ class EmbeddedPostgres:
         if user is not None:
             os.chown(self.root, user.pw_uid, user.pw_gid)
             os.chown(self.data_dir, user.pw_uid, user.pw_gid)
-            self._check_reachable_by(user)
+            check_reachable(self.data_dir, user)
         password = secrets.token_urlsafe(24)
         pwfile = self.root / ".initdb-password"
         write_private(pwfile, password + "\n")
         if user is not None:
             os.chown(pwfile, user.pw_uid, user.pw_gid)
         try:
-            self._run_as_server_user(
+            run_as_server_user(
                 [
                     str(binaries_dir() / "initdb"),
                     "-D",
@@ -226,7 +217,9 @@ class EmbeddedPostgres:
                     "--encoding=UTF8",
                     "--no-locale",
                 ],
-                what="initdb",
+                "initdb",
+                self.root,
+                self.log_file,
             )
         except EmbeddedServerError:
             shutil.rmtree(self.data_dir, ignore_errors=True)
@@ -237,58 +230,12 @@ class EmbeddedPostgres:
             conf.write("\ninclude_if_exists = 'precompute.conf'\n")
         write_private(self.password_file, password + "\n")
 
-    def _check_reachable_by(self, user: pwd.struct_passwd) -> None:
-        probe = subprocess.run(
-            ["test", "-w", str(self.data_dir), "-a", "-x", str(binaries_dir() / "postgres")],
-            user=user.pw_uid,
-            group=user.pw_gid,
-            check=False,
-        )
-        if probe.returncode != 0:
-            raise EmbeddedServerError(
-                f"PostgreSQL refuses to run as root, so it runs as the user '{user.pw_name}', "
-                f"who cannot reach {self.data_dir} or {binaries_dir()}: a parent folder is not "
-                "searchable by other users (a home folder with mode 700?). Move the project, "
-                "or set PRECOMPUTE_PG_DIR to a folder that user can reach."
-            )
-
     def _pg_ctl(self, *args: str) -> None:
         command = [str(binaries_dir() / "pg_ctl"), "-D", str(self.data_dir), *args]
-        self._run_as_server_user(command, what=f"pg_ctl {args[0]}")
-
-    def _run_as_server_user(self, command: list[str], what: str) -> None:
-        user = _server_user()
-        # pg_ctl start leaves the server running: its output must not be a pipe we wait on.
-        output = self.root / f".{what.replace(' ', '-')}.out"
-        with output.open("w") as out:
-            if user is not None:
-                os.chown(output, user.pw_uid, user.pw_gid)
-            result = subprocess.run(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                user=None if user is None else user.pw_uid,
-                group=None if user is None else user.pw_gid,
-                cwd=self.root,
-                check=False,
-            )
-        text = output.read_text().strip()
-        output.unlink(missing_ok=True)
-        if result.returncode != 0:
-            log_tail = ""
-            if self.log_file.is_file():
-                log_tail = "\n".join(self.log_file.read_text().splitlines()[-15:])
-            raise EmbeddedServerError(
-                f"{what} failed (exit {result.returncode}) for {self.data_dir}:\n{text}"
-                + (f"\n--- last lines of {self.log_file} ---\n{log_tail}" if log_tail else "")
-            )
+        run_as_server_user(command, f"pg_ctl {args[0]}", self.root, self.log_file)
 
     def _ensure_database(self) -> None:
         """Create the project's database on first start."""
-        import psycopg2  # imported here: `db status` must work without a connection
-        from psycopg2 import sql
-
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -308,30 +255,6 @@ class EmbeddedPostgres:
                     cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
         finally:
             conn.close()
-
-
-def _server_user() -> pwd.struct_passwd | None:
-    """The unprivileged user the server runs as under root (created on first use)."""
-    if os.geteuid() != 0:
-        return None
-    with contextlib.suppress(KeyError):
-        return pwd.getpwnam(SERVER_USER)
-    subprocess.run(
-        [
-            "useradd",
-            "--system",
-            "--user-group",
-            "--no-create-home",
-            "--home-dir",
-            "/nonexistent",
-            "--shell",
-            "/usr/sbin/nologin",
-            SERVER_USER,
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return pwd.getpwnam(SERVER_USER)
 
 
 def _alive(pid: int) -> bool:
