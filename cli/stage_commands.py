@@ -1,0 +1,54 @@
+"""The batch stages as commands: ingest, train, score, publish, serving prune and maintenance.
+
+Each stage defines its own arguments and `run`, so the command, `spark-submit jobs/X.py` and
+the DAG tasks take the same ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from cli.parsers import Commands
+from jobs import ingest, maintenance, publish, score, serving, train
+from precompute.database import Database
+from precompute.errors import PrecomputeError
+from precompute.settings import Settings
+
+
+def add_to(commands: Commands) -> None:
+    stages = (
+        (ingest, "ingest", "validate a batch into the incoming and quarantine Delta tables"),
+        (train, "train", "train a model on labelled data and register it as a new version"),
+        (score, "score", "score a batch (or every entity) into the Delta predictions history"),
+        (publish, "publish", "publish a scored run's predictions to PostgreSQL, atomically"),
+    )
+    for stage, name, help_text in stages:
+        command = commands.add_parser(name, help=help_text)
+        stage.add_arguments(command)
+        command.set_defaults(handler=stage.run)
+
+    serving_command = commands.add_parser("serving", help="the PostgreSQL serving tables")
+    actions = serving_command.add_subparsers(required=True, metavar="ACTION")
+    prune = actions.add_parser(
+        "prune",
+        help="remove served versions beyond PRECOMPUTE_SERVING_VERSIONS_KEPT per model",
+    )
+    prune.add_argument("--keep", type=int, help="versions to keep per model (default: the setting)")
+    prune.set_defaults(handler=serving_prune)
+
+    commands.add_parser(
+        "maintenance", help="compact and vacuum the Delta tables; drop old run records"
+    ).set_defaults(handler=maintenance.run)
+
+
+def serving_prune(args: argparse.Namespace, settings: Settings) -> int:
+    keep = settings.serving_versions_kept if args.keep is None else args.keep
+    if keep < 1:
+        raise PrecomputeError("--keep must be at least 1")
+    db = Database.from_settings(settings)
+    removed = serving.prune(db.url("writer"), db.hint, keep)
+    for r in removed:
+        print(f"removed {r.model} v{r.version} from serving ({r.rows} predictions)")
+    if not removed:
+        print(f"nothing to remove: no model serves more than {keep} versions")
+    return 0
