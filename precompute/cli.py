@@ -235,7 +235,7 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _serving_prune(args: argparse.Namespace, settings: Settings) -> int:
-    from jobs import serving
+    from jobs import serving_prune as serving
 
     keep = settings.serving_versions_kept if args.keep is None else args.keep
     if keep < 1:
