@@ -30,9 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_db import recreate_database
 
-from lookup_api import crud
 from lookup_api.core import keys
-from precompute import database
+from precompute import database, serving_store
 from precompute.settings import Settings
 
 DATABASE = "bench_lookup"
@@ -127,7 +126,7 @@ def raw_loop(url: str, rows: int, size: int, seconds: float) -> dict[str, float]
     with connection.cursor() as cursor:
         # Planned as the API's pool plans it: once, generically.
         cursor.execute("SET plan_cache_mode = force_generic_plan")
-        cursor.execute(f"PREPARE lookup(text, text, integer, text[]) AS {crud.LOOKUP}")
+        cursor.execute(f"PREPARE lookup(text, text, integer, text[]) AS {serving_store.LOOKUP}")
         deadline = time.perf_counter() + seconds
         while time.perf_counter() < deadline:
             ids = [f"c{rng.randrange(rows)}" for _ in range(size)]

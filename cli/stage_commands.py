@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from cli.parsers import Commands
-from jobs import ingest, maintenance, publish, score, serving, train
+from jobs import ingest, maintenance, publish, score, serving_prune, train
 from precompute.database import Database
 from precompute.errors import PrecomputeError
 from precompute.settings import Settings
@@ -34,19 +34,19 @@ def add_to(commands: Commands) -> None:
         help="remove served versions beyond PRECOMPUTE_SERVING_VERSIONS_KEPT per model",
     )
     prune.add_argument("--keep", type=int, help="versions to keep per model (default: the setting)")
-    prune.set_defaults(handler=serving_prune)
+    prune.set_defaults(handler=prune_serving)
 
     commands.add_parser(
         "maintenance", help="compact and vacuum the Delta tables; drop old run records"
     ).set_defaults(handler=maintenance.run)
 
 
-def serving_prune(args: argparse.Namespace, settings: Settings) -> int:
+def prune_serving(args: argparse.Namespace, settings: Settings) -> int:
     keep = settings.serving_versions_kept if args.keep is None else args.keep
     if keep < 1:
         raise PrecomputeError("--keep must be at least 1")
     db = Database.from_settings(settings)
-    removed = serving.prune(db.url("writer"), db.hint, keep)
+    removed = serving_prune.prune(db.url("writer"), db.hint, keep)
     for r in removed:
         print(f"removed {r.model} v{r.version} from serving ({r.rows} predictions)")
     if not removed:

@@ -35,7 +35,7 @@ with DAG(
     @task
     def serving() -> str:
         """Serving partitions beyond the retention, except aliased versions."""
-        from jobs import serving as serving_tables
+        from jobs import serving_prune as serving_tables
         from precompute import database
 
         settings = Settings()

@@ -26,7 +26,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from jobs.run_records import CountMismatch, RunInfo, RunRecorder
-from precompute import database, rules
+from precompute import database, rules, serving_store
 from precompute.commands import job_main
 from precompute.errors import PrecomputeError
 from precompute.settings import Settings
@@ -129,7 +129,7 @@ def _publish(
         left_out = Observation(f"publish-{info.run_id}")
         observed = rows.observe(left_out, F.count(F.when(~servable, 1)).alias("n"))
         copied = copy_rows(
-            observed.where(servable).select(*serving.COPY_COLUMNS),
+            observed.where(servable).select(*serving_store.COPY_COLUMNS),
             url,
             serving.copy_statement(pub),
             settings.publish_streams or spark.sparkContext.defaultParallelism,

@@ -1,37 +1,14 @@
 """The API's reads: each answers one request in one statement and returns data, or None when
-there is nothing (the routes decide what that means to the client). Score requests:
-submissions.py."""
+there is nothing (the routes decide what that means to the client). The serving store's
+statements are those of `precompute.serving_store`, where its layout is written once; a run's
+record is read here from the analytics views. Score requests: submissions.py."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from lookup_api.core.db import Database
-
-# One statement resolves the version and reads its predictions, so both come from one snapshot.
-# Written for a generic plan (the pool plans it once per connection): each branch of `chosen` is
-# an index lookup whichever of alias or version is given, and the predictions' partition is
-# pruned at run time from the chosen version.
-LOOKUP = """
-WITH model AS (
-    SELECT model_id FROM precompute.models WHERE name = $1
-), chosen AS (
-    SELECT v.version_id, v.version
-      FROM model JOIN precompute.model_versions v
-        ON v.model_id = model.model_id AND v.version = $3::integer
-     WHERE $3::integer IS NOT NULL
-    UNION ALL
-    SELECT v.version_id, v.version
-      FROM model
-      JOIN precompute.model_aliases a ON a.model_id = model.model_id AND a.alias = $2
-      JOIN precompute.model_versions v ON v.version_id = a.version_id
-     WHERE $3::integer IS NULL
-)
-SELECT c.version, p.entity_id, p.score, p.label, p.scored_at, p.run_id
-  FROM chosen c
-  LEFT JOIN precompute.predictions p
-         ON p.model_version_id = c.version_id AND p.entity_id = ANY($4::text[])
-"""
+from precompute import serving_store as store
 
 
 async def lookup(
@@ -39,7 +16,7 @@ async def lookup(
 ) -> tuple[int, list[dict[str, Any]]] | None:
     """The chosen version's number and the predictions found among `ids`; None when the model
     has no such alias or version."""
-    rows = await db.query(LOOKUP, model, alias, version, ids)
+    rows = await db.query(store.LOOKUP, model, alias, version, ids)
     if not rows:
         return None
     # A run's rows share one scored_at: format each distinct time once (isoformat, as FastAPI
@@ -56,7 +33,7 @@ async def lookup(
             or stamps.setdefault(scored_at, scored_at.isoformat()),
             "run_id": run_id,
         }
-        for number, entity, score, label, scored_at, run_id in rows
+        for number, entity, score, label, scored_at, run_id in rows  # store.SERVED_COLUMNS
         if entity is not None
     ]
     return int(rows[0][0]), found
@@ -64,31 +41,12 @@ async def lookup(
 
 async def versions_and_aliases(db: Database, model: str) -> tuple[str | None, str | None] | None:
     """A model's versions ('v1, v2') and aliases ('champion, ...'), None if there is no model."""
-    rows = await db.query(
-        """
-        SELECT (SELECT string_agg('v' || v.version, ', ' ORDER BY v.version)
-                  FROM precompute.model_versions v WHERE v.model_id = m.model_id),
-               (SELECT string_agg(a.alias, ', ' ORDER BY a.alias)
-                  FROM precompute.model_aliases a WHERE a.model_id = m.model_id)
-          FROM precompute.models m WHERE m.name = $1
-        """,
-        model,
-    )
+    rows = await db.query(store.VERSIONS_AND_ALIASES, model)
     return (rows[0][0], rows[0][1]) if rows else None
 
 
 async def models(db: Database) -> list[dict[str, Any]]:
-    rows = await db.query(
-        """
-        SELECT m.name, m.task, m.description,
-               coalesce((SELECT jsonb_object_agg(a.alias, v.version)
-                           FROM precompute.model_aliases a
-                           JOIN precompute.model_versions v USING (version_id)
-                          WHERE a.model_id = m.model_id), '{}'),
-               (SELECT count(*) FROM precompute.model_versions v WHERE v.model_id = m.model_id)
-          FROM precompute.models m ORDER BY m.name
-        """
-    )
+    rows = await db.query(store.MODELS_LIST)
     return [
         {"name": n, "task": t, "description": d, "aliases": a, "versions": int(c)}
         for n, t, d, a, c in rows
@@ -96,19 +54,7 @@ async def models(db: Database) -> list[dict[str, Any]]:
 
 
 async def model(db: Database, name: str) -> dict[str, Any] | None:
-    rows = await db.query(
-        """
-        SELECT m.name, m.task, m.description, v.version, v.model_kind, v.metrics, v.created_at,
-               coalesce((SELECT array_agg(a.alias ORDER BY a.alias) FROM precompute.model_aliases a
-                          WHERE a.version_id = v.version_id), '{}'),
-               s.row_count, s.published_at
-          FROM precompute.models m
-          LEFT JOIN precompute.model_versions v ON v.model_id = m.model_id
-          LEFT JOIN precompute.serving_versions s ON s.model_version_id = v.version_id
-         WHERE m.name = $1 ORDER BY v.version
-        """,
-        name,
-    )
+    rows = await db.query(store.MODEL_DETAIL, name)
     if not rows:
         return None
     versions = [

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 from conftest import create_database, created_key, drop_database, fetch_all, run_cli, serve_api
 
-from precompute import database, migrations
+from precompute import database, migrations, serving_store
 from precompute.settings import Settings
 
 SEED = """
@@ -86,8 +86,8 @@ def seeded_database(admin_url: str, settings: Settings) -> Iterator[str]:
         for version_id, scores in SCORES.items():
             fetch_all(
                 writer,
-                f"CREATE TABLE serving.predictions_v{version_id} PARTITION OF "
-                f"precompute.predictions FOR VALUES IN ({version_id})",
+                f"CREATE TABLE {serving_store.partition(version_id)} PARTITION OF "
+                f"{serving_store.PREDICTIONS} FOR VALUES IN ({version_id})",
             )
             for i, score in enumerate(scores):
                 fetch_all(

@@ -24,7 +24,7 @@ import pytest
 from conftest import fetch_all
 from pydantic import SecretStr
 
-from jobs import predictions, serving
+from jobs import predictions, serving_prune
 from jobs.bundle.runtime import compile_bundle
 from jobs.ingest import IngestRequest, ingest
 from jobs.lake import Txn, lake
@@ -34,7 +34,7 @@ from jobs.run_records import CountMismatch, RunRecorder
 from jobs.sample_data import customers, with_bad_rows
 from jobs.score import ScoreInputError, ScoreRequest, score
 from jobs.train import TrainRequest, train
-from precompute import database
+from precompute import database, serving_store
 from precompute.settings import Settings
 
 MODEL = "churn-serving"
@@ -420,7 +420,7 @@ def test_a_killed_publish_leaves_serving_unchanged_and_a_retry_completes(
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    table = serving.staging_name("kill-1")
+    table = serving_store.staging("kill-1").name
     deadline = time.time() + 120
     while time.time() < deadline and not fetch_all(
         setup.admin_url,
@@ -734,7 +734,9 @@ def test_a_promotion_during_prune_waits_and_never_leaves_an_alias_on_a_dropped_v
                 "AND v.version = 1 AND a.alias = 'champion'"
             )
         pruned: list[Any] = []
-        pruning = threading.Thread(target=lambda: pruned.extend(serving.prune(url, "", keep=1)))
+        pruning = threading.Thread(
+            target=lambda: pruned.extend(serving_prune.prune(url, "", keep=1))
+        )
         pruning.start()
         pruning.join(timeout=2)
         assert pruning.is_alive(), "prune went ahead while a promotion held the model"
@@ -755,10 +757,10 @@ def test_prune_keeps_the_newest_and_every_aliased_version(setup: Setup) -> None:
     url = database.database_url(setup.settings, "writer")
     try:
         # v2 is the newest served version and v1 is champion: nothing goes.
-        assert serving.prune(url, "", keep=1) == []
+        assert serving_prune.prune(url, "", keep=1) == []
         # With champion on v2, v1 is neither aliased nor among the newest one: it goes.
         registry.move_aliases(MODEL, {"champion": 2})
-        removed = serving.prune(url, "", keep=1)
+        removed = serving_prune.prune(url, "", keep=1)
         assert [(r.model, r.version) for r in removed] == [(MODEL, 1)]
         assert served(setup, setup.champion) == {}
         assert served(setup, setup.challenger) != {}
