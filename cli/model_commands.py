@@ -11,6 +11,7 @@ from cli.parsers import Commands
 from jobs.bundle import mleap_check
 from jobs.bundle.format import read_bundle
 from jobs.registry import Registry
+from precompute import serving_store
 from precompute.database import Database
 from precompute.errors import PrecomputeError
 from precompute.names import CHAMPION
@@ -96,7 +97,7 @@ def promote(args: argparse.Namespace, settings: Settings) -> int:
     print(f"{args.alias} -> {version.label} (id {version.version_id})")
     served = Database.from_settings(settings).fetch(
         "writer",
-        "SELECT 1 FROM precompute.serving_versions WHERE model_version_id = %s",
+        f"SELECT 1 FROM {serving_store.SERVING_VERSIONS} WHERE model_version_id = %s",
         (version.version_id,),
     )
     if not served:
