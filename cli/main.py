@@ -309,7 +309,8 @@ def _api_key_revoke(args: argparse.Namespace, settings: Settings) -> int:
 def _deliver_callbacks(args: argparse.Namespace, settings: Settings) -> int:
     from jobs import callbacks
 
-    done = callbacks.deliver_due(settings)
+    db = database.Database.from_settings(settings)
+    done = callbacks.deliver_due(db, callbacks.CallbackPolicy.from_settings(settings))
     print(f"callbacks: {done.delivered} delivered, {done.retrying} to retry, {done.failed} failed")
     return 0
 
@@ -317,7 +318,7 @@ def _deliver_callbacks(args: argparse.Namespace, settings: Settings) -> int:
 def _model_list(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.registry import Registry
 
-    models = Registry(settings).models()
+    models = Registry(database.Database.from_settings(settings)).models()
     if not models:
         print("no models registered yet: `precompute train` registers one")
         return 0
@@ -331,7 +332,7 @@ def _model_list(args: argparse.Namespace, settings: Settings) -> int:
 def _model_show(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.registry import Registry
 
-    for v in Registry(settings).versions(args.name):
+    for v in Registry(database.Database.from_settings(settings)).versions(args.name):
         aliases = f"  [{', '.join(v.aliases)}]" if v.aliases else ""
         metrics = "  ".join(
             f"{k}={val:.4f}" for k, val in v.metrics.items() if isinstance(val, int | float)
@@ -350,11 +351,12 @@ def _model_show(args: argparse.Namespace, settings: Settings) -> int:
 def _model_promote(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.registry import Registry
 
-    version = Registry(settings).promote(
+    db = database.Database.from_settings(settings)
+    version = Registry(db).promote(
         args.name, version=args.version, from_alias=args.from_alias, alias=args.alias
     )
     print(f"{args.alias} -> {version.label} (id {version.version_id})")
-    served = database.Database.from_settings(settings).fetch(
+    served = db.fetch(
         "writer",
         "SELECT 1 FROM precompute.serving_versions WHERE model_version_id = %s",
         (version.version_id,),
@@ -370,7 +372,9 @@ def _model_promote(args: argparse.Namespace, settings: Settings) -> int:
 def _model_rollback(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.registry import Registry
 
-    before, after = Registry(settings).rollback(args.name, alias=args.alias)
+    before, after = Registry(database.Database.from_settings(settings)).rollback(
+        args.name, alias=args.alias
+    )
     print(f"{args.alias}: {before.label} -> {after.label}")
     return 0
 
@@ -379,6 +383,7 @@ def _model_verify(args: argparse.Namespace, settings: Settings) -> int:
     import tempfile
     from pathlib import Path
 
+    from jobs import bundle_store
     from jobs.bundle import mleap_check
     from jobs.bundle.format import read_bundle
     from jobs.registry import Registry
@@ -386,12 +391,12 @@ def _model_verify(args: argparse.Namespace, settings: Settings) -> int:
     name, _, number = args.name.partition("@")
     if number and not number.isdigit():
         raise PrecomputeError(f"{args.name!r}: write NAME or NAME@VERSION, e.g. churn@3")
-    registry = Registry(settings)
+    registry = Registry(database.Database.from_settings(settings))
     if number:
         version = registry.resolve(name, version=int(number))
     else:
         version = registry.resolve(name, alias=args.alias)
-    content = registry.load_bytes(version)
+    content = bundle_store.load_bytes(version)
     bundle = read_bundle(content)
     schema = version.input_schema
     columns = [schema["entity_id"]["name"], *(f["name"] for f in schema["features"])]
