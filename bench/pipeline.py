@@ -49,12 +49,13 @@ from jobs.bundle.export import export_bundle
 from jobs.ingest import IngestRequest, ingest
 from jobs.monitoring import reference_distribution
 from jobs.publish import publish
-from jobs.registry import Registry
+from jobs.registration import register as register_version
 from jobs.sample_data import customers
 from jobs.score import ScoreRequest, score
 from jobs.spark import spark_session
 from precompute import database
 from precompute.contracts import load_contract
+from precompute.database import Database
 from precompute.settings import Settings
 
 FILES = 8
@@ -96,7 +97,7 @@ def fresh_database(base: Settings) -> str:
     return url
 
 
-def register(settings: Settings, kind: str, folder: Path) -> tuple[Any, Any]:
+def register(settings: Settings, db: Database, kind: str, folder: Path) -> tuple[Any, Any]:
     """Fit the training pipeline on labelled customers, register it as champion."""
     contract = load_contract(settings.contracts_dir, "customers", 1)
     layout = modeling.feature_layout(contract)
@@ -113,7 +114,9 @@ def register(settings: Settings, kind: str, folder: Path) -> tuple[Any, Any]:
         "input_contract": contract.input_schema(),
     }
     path = export_bundle(pipeline, folder / f"{kind}.zip", kind, metadata)
-    version = Registry(settings).register(
+    version = register_version(
+        db,
+        settings.models_root,
         path,
         f"bench-{kind.replace('_', '-')}",
         reference_scores=reference_distribution(scores),
@@ -129,7 +132,7 @@ def timed(action: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def run_pipeline(
-    spark: Any, settings: Settings, data: Path, model: str, batch: str
+    spark: Any, settings: Settings, db: Database, data: Path, model: str, batch: str
 ) -> dict[str, float]:
     seconds = {}
     seconds["ingest"], _ = timed(
@@ -140,9 +143,9 @@ def run_pipeline(
         )
     )
     seconds["score"], scored = timed(
-        lambda: score(spark, settings, ScoreRequest(model, batch_id=batch, run_id=batch))
+        lambda: score(spark, settings, db, ScoreRequest(model, batch_id=batch, run_id=batch))
     )
-    seconds["publish"], published = timed(lambda: publish(spark, settings, batch))
+    seconds["publish"], published = timed(lambda: publish(spark, settings, db, batch))
     assert published.rows_published == scored.rows_scored, (published, scored)
     seconds["total"] = sum(seconds.values())
     seconds["rows"] = published.rows_published
@@ -270,14 +273,15 @@ def main() -> None:
     )
     layout = modeling.feature_layout(load_contract(settings.contracts_dir, "customers", 1))
     bundles = Path(tempfile.mkdtemp(prefix="bench-bundles-"))
-    fitted = {kind: register(settings, kind, bundles) for kind in args.models}
+    db = Database.from_settings(settings)
+    fitted = {kind: register(settings, db, kind, bundles) for kind in args.models}
     spark = spark_session(settings, "bench-pipeline")
 
     warm = work / "input-warm-up"
     if not warm.exists():
         generate(warm, 50_000)
     for kind, (_, version) in fitted.items():  # JIT, Python workers, numba caches
-        run_pipeline(spark, settings, warm, version.model, f"warm-{kind}")
+        run_pipeline(spark, settings, db, warm, version.model, f"warm-{kind}")
 
     results = []
     for rows in args.rows:
@@ -286,7 +290,7 @@ def main() -> None:
             took, _ = timed(lambda: generate(data, rows))  # noqa: B023
             print(f"generated {rows:,} rows in {took:.1f}s: {data}")
         for kind, (pipeline, version) in fitted.items():
-            ours = run_pipeline(spark, settings, data, version.model, f"{kind}-{rows}")
+            ours = run_pipeline(spark, settings, db, data, version.model, f"{kind}-{rows}")
             hand = expert(url, data, pipeline, layout)
             slow = None if args.skip_to_sql else to_sql(url, data, pipeline, layout)
             floor3 = raw_copy(url, int(ours["rows"]), all_columns=False)

@@ -88,6 +88,7 @@ def revoke_key(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def deliver_callbacks(args: argparse.Namespace, settings: Settings) -> int:
-    done = callbacks.deliver_due(settings)
+    policy = callbacks.CallbackPolicy.from_settings(settings)
+    done = callbacks.deliver_due(Database.from_settings(settings), policy)
     print(f"callbacks: {done.delivered} delivered, {done.retrying} to retry, {done.failed} failed")
     return 0

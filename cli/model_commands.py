@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from cli.parsers import Commands
+from jobs import bundle_store
 from jobs.bundle import mleap_check
 from jobs.bundle.format import read_bundle
 from jobs.registry import Registry
@@ -62,7 +63,7 @@ def add_to(commands: Commands) -> None:
 
 
 def list_models(args: argparse.Namespace, settings: Settings) -> int:
-    models = Registry(settings).models()
+    models = Registry(Database.from_settings(settings)).models()
     if not models:
         print("no models registered yet: `precompute train` registers one")
         return 0
@@ -74,7 +75,7 @@ def list_models(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def show(args: argparse.Namespace, settings: Settings) -> int:
-    for v in Registry(settings).versions(args.name):
+    for v in Registry(Database.from_settings(settings)).versions(args.name):
         aliases = f"  [{', '.join(v.aliases)}]" if v.aliases else ""
         metrics = "  ".join(
             f"{k}={val:.4f}" for k, val in v.metrics.items() if isinstance(val, int | float)
@@ -91,11 +92,12 @@ def show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def promote(args: argparse.Namespace, settings: Settings) -> int:
-    version = Registry(settings).promote(
+    db = Database.from_settings(settings)
+    version = Registry(db).promote(
         args.name, version=args.version, from_alias=args.from_alias, alias=args.alias
     )
     print(f"{args.alias} -> {version.label} (id {version.version_id})")
-    served = Database.from_settings(settings).fetch(
+    served = db.fetch(
         "writer",
         f"SELECT 1 FROM {serving_store.SERVING_VERSIONS} WHERE model_version_id = %s",
         (version.version_id,),
@@ -109,7 +111,7 @@ def promote(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def rollback(args: argparse.Namespace, settings: Settings) -> int:
-    before, after = Registry(settings).rollback(args.name, alias=args.alias)
+    before, after = Registry(Database.from_settings(settings)).rollback(args.name, alias=args.alias)
     print(f"{args.alias}: {before.label} -> {after.label}")
     return 0
 
@@ -118,12 +120,12 @@ def verify(args: argparse.Namespace, settings: Settings) -> int:
     name, _, number = args.name.partition("@")
     if number and not number.isdigit():
         raise PrecomputeError(f"{args.name!r}: write NAME or NAME@VERSION, e.g. churn@3")
-    registry = Registry(settings)
+    registry = Registry(Database.from_settings(settings))
     if number:
         version = registry.resolve(name, version=int(number))
     else:
         version = registry.resolve(name, alias=args.alias)
-    content = registry.load_bytes(version)
+    content = bundle_store.load_bytes(version)
     bundle = read_bundle(content)
     schema = version.input_schema
     columns = [schema["entity_id"]["name"], *(f["name"] for f in schema["features"])]

@@ -26,11 +26,12 @@ import json
 import ssl
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from jobs import callback_client
-from precompute import callback_targets, database
+from precompute import callback_targets
+from precompute.database import Database
 from precompute.settings import Settings
 
 if TYPE_CHECKING:
@@ -39,6 +40,29 @@ if TYPE_CHECKING:
 SIGNATURE_HEADER = "X-Precompute-Signature"
 # A claim outlives the delivery's deadline (which bounds it) and the recording of its outcome.
 LEASE_MARGIN_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class CallbackPolicy:
+    """How callbacks are delivered, read once from the PRECOMPUTE_CALLBACK_* settings."""
+
+    allowed: callback_targets.Allowed
+    concurrency: int
+    timeout_seconds: float
+    max_attempts: int
+    backoff_seconds: float
+    secret: bytes = field(repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CallbackPolicy:
+        return cls(
+            allowed=callback_targets.Allowed.parse(settings.callback_allowed_hosts),
+            concurrency=settings.callback_concurrency,
+            timeout_seconds=settings.callback_timeout_seconds,
+            max_attempts=settings.callback_max_attempts,
+            backoff_seconds=settings.callback_backoff_seconds,
+            secret=settings.callback_secret.get_secret_value().encode(),
+        )
 
 
 @dataclass(frozen=True)
@@ -70,19 +94,18 @@ def sign(secret: bytes, body: bytes, timestamp: int) -> str:
     return f"t={timestamp},v1={mac}"
 
 
-def deliver_due(settings: Settings, limit: int = 1000, seconds: float | None = None) -> Delivery:
+def deliver_due(
+    db: Database, policy: CallbackPolicy, limit: int = 1000, seconds: float | None = None
+) -> Delivery:
     """Try the callbacks that are due, at most `limit`, claiming new ones for at most `seconds`
     (those under way then still finish within their deadline); returns what happened."""
-    allowed = callback_targets.Allowed.parse(settings.callback_allowed_hosts)
     stop_claiming = None if seconds is None else time.monotonic() + seconds
     counts = {"delivered": 0, "pending": 0, "failed": 0}
     taken, exhausted = 0, False
-    slots = settings.callback_concurrency
+    slots = policy.concurrency
     # One connection for the claims and the records, each its own short transaction; it sits
     # idle, outside any transaction, while the receivers take their time.
-    connection = database.connect(
-        database.database_url(settings, "writer"), hint=database.unreachable_hint(settings)
-    )
+    connection = db.connect("writer")
     try:
         with ThreadPoolExecutor(slots, thread_name_prefix="callback") as pool:
             running: dict[Future[Outcome], Callback] = {}
@@ -90,24 +113,24 @@ def deliver_due(settings: Settings, limit: int = 1000, seconds: float | None = N
                 room = min(slots - len(running), limit - taken)
                 in_time = stop_claiming is None or time.monotonic() < stop_claiming
                 if room > 0 and in_time and not exhausted:
-                    claimed = claim(connection, settings, room)
+                    claimed = claim(connection, policy, room)
                     exhausted, taken = len(claimed) < room, taken + len(claimed)
                     for callback in claimed:
-                        running[pool.submit(_attempt, callback, settings, allowed)] = callback
+                        running[pool.submit(_attempt, callback, policy)] = callback
                 if not running:
                     break
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
                     callback = running.pop(future)
-                    counts[_record(connection, settings, callback, future.result())] += 1
+                    counts[_record(connection, policy, callback, future.result())] += 1
     finally:
         connection.close()
     return Delivery(counts["delivered"], counts["pending"], counts["failed"])
 
 
-def claim(connection: Connection, settings: Settings, n: int) -> list[Callback]:
+def claim(connection: Connection, policy: CallbackPolicy, n: int) -> list[Callback]:
     """Claim up to n due callbacks, oldest due first; each claim counts as an attempt."""
-    lease = 2 * settings.callback_timeout_seconds + LEASE_MARGIN_SECONDS
+    lease = 2 * policy.timeout_seconds + LEASE_MARGIN_SECONDS
     with connection, connection.cursor() as cur:
         # A deliverer that died with the last attempt claimed leaves nothing to retry.
         cur.execute(
@@ -118,7 +141,7 @@ def claim(connection: Connection, settings: Settings, n: int) -> list[Callback]:
              WHERE callback_state = 'pending' AND callback_attempts >= %s
                AND callback_claimed_until <= now()
             """,
-            (settings.callback_max_attempts,),
+            (policy.max_attempts,),
         )
         cur.execute(
             """
@@ -140,7 +163,7 @@ def claim(connection: Connection, settings: Settings, n: int) -> list[Callback]:
                         WHERE v.version_id = r.model_version_id),
                       r.score, r.label, r.run_id
             """,
-            (settings.callback_max_attempts, n, lease),
+            (policy.max_attempts, n, lease),
         )
         claimed = cur.fetchall()
     return [
@@ -163,16 +186,15 @@ def claim(connection: Connection, settings: Settings, n: int) -> list[Callback]:
     ]
 
 
-def _attempt(callback: Callback, settings: Settings, allowed: callback_targets.Allowed) -> Outcome:
+def _attempt(callback: Callback, policy: CallbackPolicy) -> Outcome:
     """Post one callback; never raises: whatever the receiver does is its delivery's outcome."""
-    timeout = settings.callback_timeout_seconds
+    timeout = policy.timeout_seconds
     deadline = time.monotonic() + timeout
     try:
         # Checked again here: the name may resolve elsewhere than when it was submitted.
-        target = callback_targets.resolve(callback.url, allowed, timeout)
+        target = callback_targets.resolve(callback.url, policy.allowed, timeout)
         body = json.dumps(callback.body, separators=(",", ":")).encode()
-        secret = settings.callback_secret.get_secret_value().encode()
-        headers = {SIGNATURE_HEADER: sign(secret, body, int(time.time()))}
+        headers = {SIGNATURE_HEADER: sign(policy.secret, body, int(time.time()))}
         reply = callback_client.post(target, body, headers, deadline)
     except Exception as exc:  # a hostile receiver can make the client raise anything
         return Outcome(False, _why(exc, timeout))
@@ -194,16 +216,16 @@ def _why(exc: Exception, timeout: float) -> str:
 
 
 def _record(
-    connection: Connection, settings: Settings, callback: Callback, outcome: Outcome
+    connection: Connection, policy: CallbackPolicy, callback: Callback, outcome: Outcome
 ) -> str:
     """Record one attempt's outcome in its own transaction; the callback's new state."""
     if outcome.delivered:
         state = "delivered"
-    elif callback.attempt >= settings.callback_max_attempts:
+    elif callback.attempt >= policy.max_attempts:
         state = "failed"
     else:
         state = "pending"
-    delay = settings.callback_backoff_seconds * 2 ** (callback.attempt - 1)
+    delay = policy.backoff_seconds * 2 ** (callback.attempt - 1)
     with connection, connection.cursor() as cur:
         # Only while the claim is still this attempt's: past its lease another may have it.
         cur.execute(

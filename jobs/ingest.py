@@ -21,6 +21,7 @@ from jobs.lake import Txn, lake
 from jobs.run_records import IngestCounts, RunRecorder
 from precompute.commands import job_main
 from precompute.contracts import Contract, load_contract
+from precompute.database import Database
 from precompute.errors import PrecomputeError
 from precompute.settings import Settings
 
@@ -83,7 +84,13 @@ def ingest(spark: SparkSession, settings: Settings, request: IngestRequest) -> I
         if request.max_rejected_share is None
         else request.max_rejected_share
     )
-    recorder = RunRecorder(settings, run_id, "incremental", request.batch_id)
+    recorder = RunRecorder(
+        Database.from_settings(settings),
+        run_id,
+        "incremental",
+        request.batch_id,
+        lease_seconds=settings.stage_lease_seconds,
+    )
     recorder.start_stage("ingest")  # also proves the database is there before any work
     try:
         result = _ingest(spark, settings, request, contract, run_id, limit, recorder)

@@ -23,8 +23,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from precompute import database
+from jobs import predictions
+from jobs.lake import lake
+from jobs.spark import spark_session
+from jobs.validation import QUARANTINE_TABLE, incoming_table
 from precompute.commands import job_main
+from precompute.database import Database
 from precompute.settings import Settings
 
 if TYPE_CHECKING:
@@ -43,9 +47,6 @@ def lake_tables(settings: Settings) -> dict[str, tuple[str, ...]]:
     """The tables the platform writes, each with the column its readers filter on (the Z-order
     of its compaction): predictions by run, quarantine and incoming by batch; per dataset with
     a contract, its incoming and training tables."""
-    from jobs import predictions
-    from jobs.validation import QUARANTINE_TABLE, incoming_table
-
     datasets = sorted(p.name for p in settings.contracts_dir.iterdir() if p.is_dir())
     tables: dict[str, tuple[str, ...]] = {
         predictions.TABLE: ("run_id",),
@@ -58,8 +59,6 @@ def lake_tables(settings: Settings) -> dict[str, tuple[str, ...]]:
 
 
 def compact_and_vacuum(spark: SparkSession, settings: Settings) -> list[Compacted]:
-    from jobs.lake import lake
-
     engine = lake(spark, settings)
     done = []
     for table, zorder_by in lake_tables(settings).items():
@@ -78,10 +77,9 @@ def compact_and_vacuum(spark: SparkSession, settings: Settings) -> list[Compacte
     return done
 
 
-def remove_finished_requests(settings: Settings) -> int:
-    """Delete score requests finished longer ago than their retention; how many."""
-    url = database.database_url(settings, "writer")
-    with database.transaction(url, hint=database.unreachable_hint(settings)) as cursor:
+def remove_finished_requests(db: Database, kept_days: int) -> int:
+    """Delete score requests finished more than `kept_days` ago; how many."""
+    with db.transaction("writer") as cursor:
         cursor.execute(
             """
             DELETE FROM precompute.score_requests
@@ -89,15 +87,15 @@ def remove_finished_requests(settings: Settings) -> int:
                AND updated_at < now() - make_interval(days => %s)
                AND callback_state <> 'pending'
             """,
-            (settings.score_requests_kept_days,),
+            (kept_days,),
         )
         return int(cursor.rowcount)
 
 
-def remove_old_runs(settings: Settings) -> int:
-    """Delete run records past retention that nothing still depends on; how many."""
-    url = database.database_url(settings, "writer")
-    with database.transaction(url, hint=database.unreachable_hint(settings)) as cursor:
+def remove_old_runs(db: Database, kept_days: int) -> int:
+    """Delete run records finished more than `kept_days` ago that nothing still depends on;
+    how many."""
+    with db.transaction("writer") as cursor:
         cursor.execute(
             """
             WITH old AS (
@@ -112,7 +110,7 @@ def remove_old_runs(settings: Settings) -> int:
             )
             DELETE FROM precompute.runs r USING old WHERE r.run_id = old.run_id
             """,
-            (settings.run_records_kept_days,),
+            (kept_days,),
         )
         return int(cursor.rowcount)
 
@@ -127,16 +125,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from jobs.spark import spark_session
-
     spark = spark_session(settings, "precompute-maintenance")
     for c in compact_and_vacuum(spark, settings):
         print(
             f"{c.table}: compacted {c.files_removed} files into {c.files_added}, "
             f"vacuumed {c.files_vacuumed}"
         )
-    print(f"score requests: removed {remove_finished_requests(settings)} past retention")
-    print(f"run records: removed {remove_old_runs(settings)} past retention")
+    db = Database.from_settings(settings)
+    requests = remove_finished_requests(db, settings.score_requests_kept_days)
+    print(f"score requests: removed {requests} past retention")
+    print(
+        f"run records: removed {remove_old_runs(db, settings.run_records_kept_days)} past retention"
+    )
     return 0
 
 

@@ -157,7 +157,7 @@ def plan_score(settings: Settings, params: Mapping[str, Any], stamp: str) -> Sco
     """
     from jobs.registry import Registry
 
-    registry = Registry(settings)
+    registry = Registry(database.Database.from_settings(settings))
     model = params["model"]
     if params.get("version") is not None:
         version = registry.resolve(model, version=int(params["version"]))
@@ -288,7 +288,13 @@ def check_run(settings: Settings, run_id: str, max_rejected_share: float, max_ps
             f"score drift PSI {psi:.4f} is over the limit {max_psi} (PRECOMPUTE_MAX_PSI): "
             "the scores no longer look like the model's training reference"
         )
-    recorder = RunRecorder(settings, run_id, mode, batch)
+    recorder = RunRecorder(
+        database.Database.from_settings(settings),
+        run_id,
+        mode,
+        batch,
+        lease_seconds=settings.stage_lease_seconds,
+    )
     if problems:
         message = f"run {run_id}: " + "; ".join(problems)
         recorder.record_check(passed=False, error=message)
@@ -343,7 +349,7 @@ def compare_challenger(settings: Settings, model: str) -> Comparison:
     """The version the `challenger` alias points at, against the `champion`'s metric."""
     from jobs.registry import Registry
 
-    versions = Registry(settings).versions(model)
+    versions = Registry(database.Database.from_settings(settings)).versions(model)
     challenger = next((v for v in versions if CHALLENGER in v.aliases), None)
     if challenger is None:
         raise PrecomputeError(f"model {model!r} has no challenger version to evaluate")
@@ -368,5 +374,5 @@ def promote_version(settings: Settings, model: str, version: int) -> str:
     """Make a version the champion."""
     from jobs.registry import Registry
 
-    promoted = Registry(settings).promote(model, version=version)
+    promoted = Registry(database.Database.from_settings(settings)).promote(model, version=version)
     return f"{model}: champion -> {promoted.label}"

@@ -25,17 +25,21 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
-from jobs.run_records import CountMismatch, RunInfo, RunRecorder
-from precompute import database, rules, serving_store
+import psycopg2
+
+from jobs import callbacks, predictions, serving
+from jobs.lake import lake
+from jobs.run_records import CountMismatch, RunInfo, RunRecorder, run_info
+from jobs.spark import spark_session
+from precompute import rules, serving_store
 from precompute.commands import job_main
+from precompute.database import Database
 from precompute.errors import PrecomputeError
 from precompute.settings import Settings
 
 if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
-
-    from jobs.serving import Publication
 
 COPY_CHUNK_BYTES = 1 << 20
 
@@ -67,9 +71,9 @@ class PublishResult:
         )
 
 
-def publish(spark: SparkSession, settings: Settings, run_id: str) -> PublishResult:
+def publish(spark: SparkSession, settings: Settings, db: Database, run_id: str) -> PublishResult:
     """Publish one scored run; see the module docstring."""
-    info = RunRecorder(settings, run_id, "incremental", None).info()
+    info = run_info(db, run_id)
     if info is None:
         raise PublishInputError(
             f"no run {run_id!r} is recorded: score it first (`precompute score`)"
@@ -78,10 +82,12 @@ def publish(spark: SparkSession, settings: Settings, run_id: str) -> PublishResu
         raise PublishInputError(
             f"run {run_id!r} has not been scored (state {info.state}): run its score stage first"
         )
-    recorder = RunRecorder(settings, run_id, info.mode, info.batch_id)
+    recorder = RunRecorder(
+        db, run_id, info.mode, info.batch_id, lease_seconds=settings.stage_lease_seconds
+    )
     recorder.start_stage("publish")
     try:
-        result = _publish(spark, settings, info, recorder)
+        result = _publish(spark, settings, db, info, recorder)
     except Exception as exc:
         recorder.finish_stage("publish", "failed", error=str(exc))
         raise
@@ -93,21 +99,19 @@ def publish(spark: SparkSession, settings: Settings, run_id: str) -> PublishResu
         rows_rejected=info.rows_scored - result.rows_published,
     )
     if not result.already_published:
-        _deliver_callbacks(settings)
+        _deliver_callbacks(db, settings)
     return result
 
 
 def _publish(
-    spark: SparkSession, settings: Settings, info: RunInfo, recorder: RunRecorder
+    spark: SparkSession, settings: Settings, db: Database, info: RunInfo, recorder: RunRecorder
 ) -> PublishResult:
+    # pyspark is heavy: imported only when a run is published.
     from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
-    from jobs import predictions, serving
-    from jobs.lake import lake
-
-    url = database.database_url(settings, "writer")
-    hint = database.unreachable_hint(settings)
+    url = db.url("writer")
+    hint = db.hint
     assert info.scored_at is not None and info.model_version_id is not None
     assert info.rows_scored is not None
     published = serving.is_published(url, hint, info.run_id)
@@ -175,7 +179,7 @@ def _report_unpublished(rows: DataFrame, count: int, recorder: RunRecorder) -> N
     recorder.record_metrics({"unpublished_ids": (float(count), {"examples": examples})})
 
 
-def _deliver_callbacks(settings: Settings) -> None:
+def _deliver_callbacks(db: Database, settings: Settings) -> None:
     """Post the results of score requests this publish answered, for a bounded time.
 
     The publish has committed and its stage is recorded: nothing a callback does (a receiver,
@@ -183,10 +187,9 @@ def _deliver_callbacks(settings: Settings) -> None:
     deliveries start for PRECOMPUTE_CALLBACK_PUBLISH_SECONDS, and each one under way then ends
     within PRECOMPUTE_CALLBACK_TIMEOUT_SECONDS; the rest wait for the next deliverer.
     """
-    from jobs import callbacks
-
     try:
-        done = callbacks.deliver_due(settings, seconds=settings.callback_publish_seconds)
+        policy = callbacks.CallbackPolicy.from_settings(settings)
+        done = callbacks.deliver_due(db, policy, seconds=settings.callback_publish_seconds)
     except Exception as exc:
         print(f"warning: score request callbacks not delivered now: {exc}", file=sys.stderr)
         return
@@ -198,9 +201,7 @@ def _deliver_callbacks(settings: Settings) -> None:
         )
 
 
-def _drop_quietly(url: str, hint: str, pub: Publication) -> None:
-    from jobs import serving
-
+def _drop_quietly(url: str, hint: str, pub: serving.Publication) -> None:
     with contextlib.suppress(Exception):  # the retry drops it anyway; keep the real error
         serving.drop_staging(url, hint, pub)
 
@@ -220,8 +221,7 @@ def copy_rows(rows: DataFrame, url: str, statement: str, streams: int) -> int:
 def _copy_batches(
     url: str, statement: str, batches: Iterator[pa.RecordBatch]
 ) -> Iterator[pa.RecordBatch]:
-    import psycopg2
-    import pyarrow as pa
+    import pyarrow as pa  # heavy: loaded on the executors, by the tasks that copy
 
     stream = CsvStream(batches)
     connection = psycopg2.connect(url, connect_timeout=10)
@@ -237,7 +237,7 @@ class CsvStream(io.RawIOBase):
     """Arrow record batches read as one CSV file, written a batch at a time as COPY asks."""
 
     def __init__(self, batches: Iterator[pa.RecordBatch]) -> None:
-        import pyarrow.csv as csv
+        import pyarrow.csv as csv  # heavy: loaded on the executors, by the tasks that copy
 
         self._batches = batches
         self._options = csv.WriteOptions(include_header=False, quoting_style="needed")
@@ -248,7 +248,7 @@ class CsvStream(io.RawIOBase):
         return True
 
     def read(self, size: int = -1) -> bytes:
-        import pyarrow.csv as csv
+        import pyarrow.csv as csv  # heavy: as in __init__
 
         while size < 0 or len(self._pending) < size:
             batch = next(self._batches, None)
@@ -278,10 +278,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from jobs.spark import spark_session
-
     spark = spark_session(settings, "precompute-publish")
-    print(publish(spark, settings, args.run_id).summary())
+    db = Database.from_settings(settings)
+    print(publish(spark, settings, db, args.run_id).summary())
     return 0
 
 

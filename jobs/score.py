@@ -16,6 +16,10 @@ there and allowed, on the CPU otherwise. The predictions are appended to the `pr
 in one Delta transaction tagged with the run id, so a rerun of a scored run changes nothing. The
 run's score distribution and its drift (PSI) against the model's training reference are recorded
 as run metrics.
+
+This module is the stage: its arguments and run control. The rows come from `jobs.score_input`,
+the executors score with `jobs.score_kernel`, and `jobs.score_records` writes (or, on a rerun,
+repairs) what the run records.
 """
 
 from __future__ import annotations
@@ -24,32 +28,29 @@ import argparse
 import contextlib
 import datetime
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
-from jobs.lake import Txn, lake
-from jobs.run_records import CountMismatch, RunInfo, RunRecorder
-from precompute import database, names
+from jobs import bundle_store, predictions, score_requests
+from jobs.lake import Lake, Txn, lake
+from jobs.registry import ModelVersion, Registry
+from jobs.run_records import CountMismatch, RunInfo, RunRecorder, run_info
+from jobs.score_input import ScoreInputError, input_rows, with_requests
+from jobs.score_records import Scored, already_scored, record
+from jobs.spark import spark_session
+from precompute import names
 from precompute.commands import job_main
-from precompute.errors import PrecomputeError
+from precompute.contracts import load_contract
+from precompute.database import Database
 from precompute.names import CHAMPION
 from precompute.settings import Settings
 
 if TYPE_CHECKING:
-    import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
-
-    from jobs.lake import Lake
-    from jobs.registry import ModelVersion, Registry
 
 Mode = names.RunMode
 Device = Literal["auto", "cpu", "gpu"]
-
-
-class ScoreInputError(PrecomputeError):
-    """There is nothing to score as asked: no such batch, no incoming table, a changed run."""
 
 
 @dataclass(frozen=True)
@@ -83,15 +84,15 @@ class ScoreResult:
         )
 
 
-def score(spark: SparkSession, settings: Settings, request: ScoreRequest) -> ScoreResult:
+def score(
+    spark: SparkSession, settings: Settings, db: Database, request: ScoreRequest
+) -> ScoreResult:
     """Score the rows the request names; see the module docstring."""
-    from jobs.registry import Registry
-
     if (request.mode == "incremental") != (request.batch_id is not None):
         raise ScoreInputError(
             "an incremental run needs --batch-id; a full or requests run takes none"
         )
-    registry = Registry(settings)
+    registry = Registry(db)
     if request.version is not None:
         version = registry.resolve(request.model, version=request.version)
     else:
@@ -99,8 +100,10 @@ def score(spark: SparkSession, settings: Settings, request: ScoreRequest) -> Sco
     run_id = request.run_id or names.run_id(
         request.mode, request.model, version.version, request.batch_id
     )
-    recorder = RunRecorder(settings, run_id, request.mode, request.batch_id)
-    earlier = recorder.info()
+    recorder = RunRecorder(
+        db, run_id, request.mode, request.batch_id, lease_seconds=settings.stage_lease_seconds
+    )
+    earlier = run_info(db, run_id)
     if earlier is not None and earlier.mode != request.mode:
         raise ScoreInputError(
             f"run {run_id} is a {earlier.mode} run; this request is {request.mode}: "
@@ -108,75 +111,59 @@ def score(spark: SparkSession, settings: Settings, request: ScoreRequest) -> Sco
         )
     recorder.start_stage("score")
     try:
-        result = _score(spark, settings, request, registry, version, run_id, recorder, earlier)
+        scored, again = _score(spark, settings, db, request, version, recorder, earlier)
     except Exception as exc:
         recorder.finish_stage("score", "failed", error=str(exc))
-        _release_requests(settings, run_id)
+        _release_requests(db, run_id)
         raise
     recorder.finish_stage(
-        "score",
-        "skipped" if result.already_scored else "succeeded",
-        rows_in=result.rows_scored,
-        rows_out=result.rows_scored,
+        "score", "skipped" if again else "succeeded", rows_in=scored.rows, rows_out=scored.rows
     )
-    return result
+    return ScoreResult(
+        run_id,
+        version.model,
+        version.version,
+        version.version_id,
+        scored.rows,
+        scored.predictions_version,
+        already_scored=again,
+        psi=scored.psi,
+    )
 
 
 def _score(
     spark: SparkSession,
     settings: Settings,
+    db: Database,
     request: ScoreRequest,
-    registry: Registry,
     version: ModelVersion,
-    run_id: str,
     recorder: RunRecorder,
     done: RunInfo | None,
-) -> ScoreResult:
-    from jobs import predictions
-    from jobs.bundle.format import read_bundle
-    from jobs.bundle.program import build_program
+) -> tuple[Scored, bool]:
+    """The run scored, or found scored already (True)."""
+    # The bundle runtime loads numpy and pyarrow: imported only when a run scores.
+    from jobs import score_kernel
 
+    run_id = recorder.run_id
     engine = lake(spark, settings)
     txn = Txn(f"precompute.score:{run_id}")
     if engine.committed_version(predictions.TABLE, txn.app_id):
-        return _already_scored(engine, version, run_id, recorder, done)
+        return already_scored(engine, version, recorder, done), True
     if done is not None and done.model_version_id not in (None, version.version_id):
         raise ScoreInputError(
             f"run {run_id} was started with model version id {done.model_version_id}, not "
             f"{version.label}: use another run id"
         )
 
-    content = registry.load_bytes(version)  # refuses a bundle changed since registration
-    bundle = read_bundle(content)
-    build_program(bundle)  # refuses here, on the driver, what the executors could not run
-    contract = version.input_schema
-    features = [f["name"] for f in contract["features"]]
-    entity = contract["entity_id"]["name"]
-    if request.mode == "requests":
-        if CHAMPION not in version.aliases:
-            raise ScoreInputError(
-                f"score requests are answered by the champion, and {version.label} is not it"
-            )
-        rows, requested = _with_requests(spark, settings, version, run_id, None, entity, features)
-        if rows is None:
-            raise ScoreInputError(f"no pending score requests for {version.model}: nothing to do")
-        expected: int | None = requested
-    else:
-        rows, expected = _input_rows(engine, request, contract["dataset"], entity, recorder)
-        rows = rows.select(entity, *features)
-        requested = 0
-        if CHAMPION in version.aliases:  # requests are answered by the version lookups read
-            rows, requested = _with_requests(
-                spark, settings, version, run_id, rows, entity, features
-            )
-            if expected is not None:
-                expected += requested
-    assert rows is not None  # given rows come back as rows; only requests alone can be None
-
-    device = request.device or settings.scoring_device
-    scorer = partial(
-        _score_batches, content, version.bundle_sha256, version.version_id, device, entity
+    content = bundle_store.load_bytes(version)  # refuses a bundle changed since registration
+    scorer = score_kernel.batch_scorer(
+        content,
+        version.bundle_sha256,
+        version.version_id,
+        request.device or settings.scoring_device,
+        version.input_schema["entity_id"]["name"],
     )
+    rows, expected, requested = _rows(spark, settings, db, request, version, engine, recorder)
     if expected is not None:
         # Counted on the input (cheap: no scoring); scoring keeps every row, one out per row in.
         found = rows.count()
@@ -195,233 +182,59 @@ def _score(
         "precompute.model_version_id": str(version.version_id),
     }
     commit = engine.append(scored, target, txn, metadata)
-    count = commit.rows
-    recorder.record_score(version.version_id, scored_at, commit.version, count, requested)
-    psi = _record_metrics(engine, version, run_id, scored_at, recorder)
-    return ScoreResult(
-        run_id,
-        version.model,
-        version.version,
-        version.version_id,
-        count,
-        commit.version,
-        already_scored=False,
-        psi=psi,
-    )
+    done_now = record(engine, recorder, version, scored_at, commit.version, commit.rows, requested)
+    return done_now, False
 
 
-def _with_requests(
+def _rows(
     spark: SparkSession,
     settings: Settings,
+    db: Database,
+    request: ScoreRequest,
     version: ModelVersion,
-    run_id: str,
-    rows: DataFrame | None,
-    entity: str,
-    features: list[str],
-) -> tuple[DataFrame | None, int]:
-    """The rows plus the model's pending score requests for entities not among them (with no
-    rows: the requests alone, None when there are none)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    from pyspark.sql import functions as F
-
-    from jobs import score_requests
-    from precompute.contracts import load_contract
-
+    engine: Lake,
+    recorder: RunRecorder,
+) -> tuple[DataFrame, int | None, int]:
+    """The rows to score, how many there must be (None when nothing says), and how many of
+    them are score requests."""
     schema = version.input_schema
-    contract = load_contract(settings.contracts_dir, schema["dataset"], schema["version"])
-    claimed = score_requests.claim(
-        database.database_url(settings, "writer"),
-        database.unreachable_hint(settings),
-        version.model,
-        run_id,
-        contract,
-        lease_seconds=settings.score_request_lease_seconds,
-        max_attempts=settings.score_request_max_attempts,
-    )
-    if claimed.rows is None:
-        return rows, 0
+    entity = schema["entity_id"]["name"]
+    features = [f["name"] for f in schema["features"]]
+    champion = CHAMPION in version.aliases  # requests are answered by the version lookups read
+    if request.mode == "requests" and not champion:
+        raise ScoreInputError(
+            f"score requests are answered by the champion, and {version.label} is not it"
+        )
+    rows: DataFrame | None = None
+    expected: int | None = None
+    if request.mode != "requests":
+        batch, expected = input_rows(
+            engine, request.mode, request.batch_id, schema["dataset"], entity, recorder
+        )
+        rows = batch.select(entity, *features)
+    requested = 0
+    if champion:
+        claimed = score_requests.claim(
+            db,
+            version.model,
+            recorder.run_id,
+            load_contract(settings.contracts_dir, schema["dataset"], schema["version"]),
+            lease_seconds=settings.score_request_lease_seconds,
+            max_attempts=settings.score_request_max_attempts,
+        )
+        rows, requested = with_requests(spark, rows, claimed.rows, entity, features)
     if rows is None:
-        table = claimed.rows.select([entity, *features])
-        return spark.createDataFrame(table), table.num_rows
-    asked = spark.createDataFrame(claimed.rows.select([entity, *features]))
-    # An entity in the batch is scored from the batch; its requests take that prediction.
-    overlap = [
-        r[0] for r in rows.select(entity).join(F.broadcast(asked.select(entity)), entity).collect()
-    ]
-    table = claimed.rows.select([entity, *features])
-    if overlap:
-        keep = pc.invert(pc.is_in(table.column(entity), value_set=pa.array(overlap)))
-        table = table.filter(keep)
-    if table.num_rows == 0:
-        return rows, 0
-    return rows.unionByName(spark.createDataFrame(table)), table.num_rows
+        raise ScoreInputError(f"no pending score requests for {version.model}: nothing to do")
+    if request.mode == "requests":
+        return rows, requested, requested
+    return rows, None if expected is None else expected + requested, requested
 
 
-def _release_requests(settings: Settings, run_id: str) -> None:
+def _release_requests(db: Database, run_id: str) -> None:
     """A failed run gives back the score requests it claimed, for the next run to take."""
-    from jobs import score_requests
-
     # Best effort: the lease runs out anyway, and the run's own error is the one to report.
     with contextlib.suppress(Exception):
-        score_requests.release(
-            database.database_url(settings, "writer"), database.unreachable_hint(settings), run_id
-        )
-
-
-def _record_metrics(
-    engine: Lake,
-    version: ModelVersion,
-    run_id: str,
-    scored_at: datetime.datetime,
-    recorder: RunRecorder,
-) -> float | None:
-    """The run's score distribution and drift, from its rows in the lake; returns the PSI."""
-    from jobs import monitoring, predictions
-
-    rows = predictions.run_rows(engine, run_id, scored_at)
-    metrics = monitoring.run_metrics(rows, version.task, version.reference_scores)
-    recorder.record_metrics(metrics)
-    return metrics.get("psi", (None, None))[0]
-
-
-def _already_scored(
-    engine: Lake,
-    version: ModelVersion,
-    run_id: str,
-    recorder: RunRecorder,
-    done: RunInfo | None,
-) -> ScoreResult:
-    """A rerun of a scored run: report it, repairing its record if the first run could not."""
-    from pyspark.sql import functions as F
-
-    from jobs import predictions
-
-    if done is None or done.rows_scored is None or done.scored_at is None:
-        # The Delta commit happened but recording it did not (the database went away): the
-        # predictions themselves say what the record must hold.
-        count, scored_at, version_ids = (
-            engine.read(predictions.TABLE)
-            .where(F.col("run_id") == F.lit(run_id))
-            .agg(F.count("*"), F.min("scored_at"), F.collect_set("model_version_id"))
-            .first()  # type: ignore[misc]
-        )
-        if version_ids != [version.version_id]:
-            raise ScoreInputError(
-                f"run {run_id} holds predictions of model version ids {sorted(version_ids)} in "
-                f"the lake, not {version.label}: use another run id"
-            )
-        counts = recorder.earlier_ingest() if done is not None and done.batch_id else None
-        # The rows beyond the batch's accepted ones are the score requests the run took on.
-        if counts is not None and count < counts.accepted:
-            raise CountMismatch(
-                f"run {run_id}: ingest recorded {counts.accepted} accepted rows but the lake "
-                f"holds {count} predictions for the run"
-            )
-        requested = count - counts.accepted if counts is not None else 0
-        # Spark hands timestamps back as naive local time.
-        scored_at = scored_at.astimezone(datetime.UTC)
-        table_version = engine.version(predictions.TABLE)
-        recorder.record_score(version.version_id, scored_at, table_version, count, requested)
-        psi = _record_metrics(engine, version, run_id, scored_at, recorder)
-        return ScoreResult(
-            run_id,
-            version.model,
-            version.version,
-            version.version_id,
-            count,
-            table_version,
-            already_scored=True,
-            psi=psi,
-        )
-    if done.model_version_id != version.version_id:
-        raise ScoreInputError(
-            f"run {run_id} was scored with model version id {done.model_version_id}, not "
-            f"{version.label}: use another run id"
-        )
-    return ScoreResult(
-        run_id,
-        version.model,
-        version.version,
-        version.version_id,
-        done.rows_scored,
-        done.predictions_version
-        if done.predictions_version is not None
-        else engine.version(predictions.TABLE),
-        already_scored=True,
-        psi=None,
-    )
-
-
-def _input_rows(
-    engine: Lake, request: ScoreRequest, dataset: str, entity: str, recorder: RunRecorder
-) -> tuple[DataFrame, int | None]:
-    """The rows to score, and how many there must be (None when nothing says)."""
-    from pyspark.sql import functions as F
-
-    from jobs.ingest import ingest_txn
-    from jobs.validation import incoming_table
-
-    table = incoming_table(dataset)
-    if not engine.exists(table):
-        raise ScoreInputError(
-            f"no incoming table for dataset {dataset!r} at {engine.table_uri(table)}: "
-            "ingest a batch first (`precompute ingest`)"
-        )
-    incoming = engine.read(table)
-    if request.mode == "full":
-        # The latest row of each entity: the newest ingest wins, the batch id breaks ties.
-        columns = [c for c in incoming.columns if c != entity]
-        latest = F.max_by(F.struct(*columns), F.struct("ingested_at", "batch_id"))
-        rows = incoming.groupBy(entity).agg(latest.alias("_r")).select(entity, "_r.*")
-        return rows, None
-    batch = request.batch_id
-    assert batch is not None
-    if not engine.committed_version(table, ingest_txn(dataset, batch).app_id):
-        raise ScoreInputError(
-            f"batch {batch!r} was not ingested into {table}: run `precompute ingest` for it "
-            "first (or check the batch id)"
-        )
-    counts = recorder.earlier_ingest()
-    if counts is not None:
-        recorder.record_ingest(counts)  # the run's own row shows read = accepted + quarantined
-    return incoming.where(F.col("batch_id") == F.lit(batch)), (counts.accepted if counts else None)
-
-
-_PLANS: dict[tuple[str, int, str], Any] = {}  # per Python worker: compiled once, reused by tasks
-
-
-def _score_batches(
-    content: bytes,
-    sha256: str,
-    model_version_id: int,
-    device: Device,
-    entity: str,
-    batches: Iterator[pa.RecordBatch],
-) -> Iterator[pa.RecordBatch]:
-    """The executor side: compile the bundle once per worker, score each Arrow batch."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from jobs.bundle.format import read_bundle
-    from jobs.bundle.runtime import compile_bundle
-
-    key = (sha256, model_version_id, device)
-    plan = _PLANS.get(key)
-    if plan is None:
-        plan = _PLANS[key] = compile_bundle(
-            read_bundle(content), device, model_version_id=model_version_id, entity_id=entity
-        )
-    for batch in batches:
-        if batch.num_rows == 0:
-            continue
-        out = plan.score(batch)
-        if out.num_rows != batch.num_rows:  # the count check before the write relies on it
-            raise AssertionError(f"scored {out.num_rows} rows of a batch of {batch.num_rows}")
-        yield pa.RecordBatch.from_arrays(
-            [pc.cast(out.column(0), pa.string()), out.column(1), out.column(2)],
-            names=["entity_id", "score", "label"],
-        )
+        score_requests.release(db, run_id)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -466,10 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Start Spark and score what the arguments name."""
-    from jobs.spark import spark_session
-
     spark = spark_session(settings, "precompute-score")
-    print(score(spark, settings, request_from(args)).summary())
+    db = Database.from_settings(settings)
+    print(score(spark, settings, db, request_from(args)).summary())
     return 0
 
 

@@ -18,8 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from precompute import database, rules
+from precompute import rules
 from precompute.contracts import Column, Contract
+from precompute.database import Database
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -50,8 +51,7 @@ class Claimed:
 
 
 def claim(
-    url: str,
-    hint: str,
+    db: Database,
     model: str,
     run_id: str,
     contract: Contract,
@@ -60,7 +60,7 @@ def claim(
     max_attempts: int,
 ) -> Claimed:
     """Take the model's claimable requests for this run; fail those that cannot be scored."""
-    with database.transaction(url, hint=hint) as cur:
+    with db.transaction("writer") as cur:
         params = {"model": model, "run": run_id, "lease": lease_seconds, "max": max_attempts}
         # Claimed often enough already: whatever made each run fail, it is not tried again.
         cur.execute(
@@ -100,9 +100,9 @@ def claim(
     return Claimed(table, given_up + len(bad))
 
 
-def release(url: str, hint: str, run_id: str) -> None:
+def release(db: Database, run_id: str) -> None:
     """End a failed run's lease on the requests it claimed, so the next run takes them."""
-    with database.transaction(url, hint=hint) as cur:
+    with db.transaction("writer") as cur:
         cur.execute(
             "UPDATE precompute.score_requests SET claimed_until = now(), updated_at = now() "
             "WHERE run_id = %s AND state = 'scoring'",
@@ -116,6 +116,7 @@ def rows(
     """The requests (id, entity id, features) as rows shaped like the incoming table's entity
     and feature columns, each converted and checked on its own; and (reason, request id) for
     each one that cannot be scored."""
+    # pyarrow is heavy, and the DAG planner imports this module for CLAIMABLE alone.
     import pyarrow as pa
 
     schema = pa.schema([(c.name, _arrow_type(c)) for c in (contract.entity_id, *contract.features)])
@@ -143,7 +144,7 @@ def _row(contract: Contract, schema: pa.Schema, entity_id: str, features: Any) -
     """One request's row, or Unscorable saying what is wrong with it: the contract's rules
     (the same ones the API applied at submission and ingest applies to rows; the contract may
     have changed since), then Arrow, which has the last word on the values."""
-    import pyarrow as pa
+    import pyarrow as pa  # heavy: see rows()
 
     if not isinstance(features, dict):
         raise Unscorable(f"features must be a JSON object, not {type(features).__name__}")
@@ -159,7 +160,7 @@ def _row(contract: Contract, schema: pa.Schema, entity_id: str, features: Any) -
 
 
 def _arrow_type(column: Column) -> pa.DataType:
-    import pyarrow as pa
+    import pyarrow as pa  # heavy: see rows()
 
     kind = ARROW_TYPES[column.type]
     return pa.timestamp("us", tz="UTC") if kind == "timestamp" else getattr(pa, kind)()

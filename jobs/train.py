@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from jobs.modeling import MODEL_KINDS, ModelKind, Task
 from precompute.commands import job_main
 from precompute.contracts import Contract, load_contract
+from precompute.database import Database
 from precompute.errors import PrecomputeError
 from precompute.settings import Settings
 
@@ -88,7 +89,7 @@ def train(spark: SparkSession, settings: Settings, request: TrainRequest) -> Tra
 
     from jobs import modeling
     from jobs.bundle.export import export_bundle
-    from jobs.registry import Registry
+    from jobs.registration import register
 
     if not 0 < request.validation_share < 1:
         raise TrainingDataError("the validation share must be between 0 and 1")
@@ -148,7 +149,9 @@ def train(spark: SparkSession, settings: Settings, request: TrainRequest) -> Tra
                 f"the exported bundle scores differ from scikit-learn's by up to {parity:.2e} "
                 f"(tolerance {PARITY_TOLERANCE}); not registering it"
             )
-        version = Registry(settings).register(
+        version = register(
+            Database.from_settings(settings),
+            settings.models_root,
             path,
             request.model,
             description=request.description or contract.description,

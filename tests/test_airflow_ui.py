@@ -24,10 +24,11 @@ from conftest import Env, dagbag, export_model, platform_env
 from playwright.sync_api import Locator, Page, expect
 
 from jobs import orchestration
-from jobs.registry import Registry
+from jobs.registration import register
 from jobs.sample_data import customers, with_bad_rows
 from local.airflow_rest import Airflow
 from local.processes import Service
+from precompute.database import Database
 from precompute.settings import Settings
 
 
@@ -162,7 +163,8 @@ def test_score_batch_triggered_from_its_form_succeeds_and_its_log_shows_the_job(
     _, bundle = export_model(
         env.root, "logistic_regression", train, train.column("churned").to_numpy()
     )
-    Registry(env.settings).register(bundle, "churn", aliases=("champion",))
+    db = Database.from_settings(env.settings)
+    register(db, env.settings.models_root, bundle, "churn", aliases=("champion",))
     batch = Path(env.settings.landing_root) / "ui-0001"
     batch.mkdir(parents=True)
     pq.write_table(with_bad_rows(customers(200, seed=3, label=False), bad=4), batch / "p.parquet")

@@ -20,6 +20,7 @@ from conftest import fetch_all
 from pydantic import SecretStr
 
 from jobs import maintenance
+from precompute.database import Database
 from precompute.settings import Settings
 
 BODY = {"model": "churn", "entity_id": "e-1", "features": FEATURES}
@@ -243,10 +244,8 @@ def test_maintenance_deletes_finished_requests_past_retention(url: str, settings
             (1, 'recent-done', '{}', 'done', 0.5, NULL, NULL, 'none', now() - interval '29 days');
         """,
     )
-    kept = settings.model_copy(
-        update={"database_url": SecretStr(url), "score_requests_kept_days": 30}
-    )
-    assert maintenance.remove_finished_requests(kept) == 2
+    db = Database.from_settings(settings.model_copy(update={"database_url": SecretStr(url)}))
+    assert maintenance.remove_finished_requests(db, kept_days=30) == 2
     left = fetch_all(
         url,
         "SELECT entity_id FROM precompute.score_requests"
@@ -254,5 +253,5 @@ def test_maintenance_deletes_finished_requests_past_retention(url: str, settings
     )
     assert left == [("old-callback-due",), ("old-pending",), ("recent-done",)]
     # The run the deleted request pointed at is no longer held back.
-    assert maintenance.remove_old_runs(kept) >= 1
+    assert maintenance.remove_old_runs(db, settings.run_records_kept_days) >= 1
     assert fetch_all(url, "SELECT 1 FROM precompute.runs WHERE run_id = 'old-run'") == []

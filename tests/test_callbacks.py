@@ -27,7 +27,8 @@ from receivers import Receiver, answers, garbage, hangs_up, never_answers, redir
 
 from jobs import callbacks
 from jobs.publish import _deliver_callbacks
-from precompute import database, migrations
+from precompute import migrations
+from precompute.database import Database
 from precompute.settings import Settings, project_root
 
 SECRET = "a-secret-of-this-deployment"
@@ -37,6 +38,12 @@ SECRET = "a-secret-of-this-deployment"
 class Db:
     admin_url: str
     settings: Settings
+
+
+def deliver_due(settings: Settings, limit: int = 1000) -> callbacks.Delivery:
+    """Deliver what is due with these settings' database and policy, as the command does."""
+    policy = callbacks.CallbackPolicy.from_settings(settings)
+    return callbacks.deliver_due(Database.from_settings(settings), policy, limit)
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +147,7 @@ def test_hostile_receivers_fail_each_on_its_own_and_the_good_one_is_delivered_at
     good_id = done_request(db, good.url("/done?tenant=7"), due_ago=1)
 
     started = time.monotonic()
-    result = callbacks.deliver_due(db.settings)
+    result = deliver_due(db.settings)
     took = time.monotonic() - started
 
     assert result == callbacks.Delivery(delivered=1, retrying=len(hostile), failed=0)
@@ -166,7 +173,7 @@ def test_deliveries_in_flight_are_bounded(db: Db, receivers: Callable[..., Recei
     )
 
     started = time.monotonic()
-    assert callbacks.deliver_due(two_at_once) == callbacks.Delivery(0, 4, 0)
+    assert deliver_due(two_at_once) == callbacks.Delivery(0, 4, 0)
 
     assert silent.most_open == 2 and len(silent.requests) == 4
     assert 2.0 <= time.monotonic() - started < 3.5  # two rounds of one deadline each
@@ -181,13 +188,13 @@ def test_a_failing_callback_moves_behind_those_due_after_it(
     quick = db.settings.model_copy(update={"callback_backoff_seconds": 0.5})
 
     for _ in range(3):  # one callback per pass
-        callbacks.deliver_due(quick, limit=1)
+        deliver_due(quick, limit=1)
         time.sleep(0.6)  # the failing one is due again: still not ahead of the others
 
     assert len(failing.requests) == 1
     assert [r[1].split(b" ")[1] for r in good.requests] == [b"/c1", b"/c2"]
     assert [callback(db, i)[0] for i in others] == ["delivered", "delivered"]
-    callbacks.deliver_due(quick, limit=1)
+    deliver_due(quick, limit=1)
     assert len(failing.requests) == 2 and callback(db, first)[:2] == ("pending", 2)
 
 
@@ -198,7 +205,7 @@ def test_the_last_attempt_marks_the_callback_failed_with_the_reason(
     request_id = done_request(db, receiver.url())
     once = db.settings.model_copy(update={"callback_max_attempts": 1})
 
-    assert callbacks.deliver_due(once) == callbacks.Delivery(0, 0, 1)
+    assert deliver_due(once) == callbacks.Delivery(0, 0, 1)
 
     state, attempts, error, next_in = callback(db, request_id)
     assert (state, attempts, next_in) == ("failed", 1, None)
@@ -214,7 +221,7 @@ def test_addresses_that_are_not_public_are_never_posted_to(
     metadata = done_request(db, "http://169.254.169.254/latest/meta-data/", "c2")
     strict = db.settings.model_copy(update={"callback_allowed_hosts": []})
 
-    assert callbacks.deliver_due(strict) == callbacks.Delivery(0, 2, 0)
+    assert deliver_due(strict) == callbacks.Delivery(0, 2, 0)
 
     assert receiver.requests == []
     assert "127.0.0.1 is not a public internet address" in callback(db, loopback)[2]
@@ -226,7 +233,7 @@ def test_a_receiver_verifies_the_signature_and_a_tampered_body_fails(
 ) -> None:
     receiver = receivers(answers(b"204 No Content"))
     request_id = done_request(db, receiver.url(), "c42")
-    assert callbacks.deliver_due(db.settings).delivered == 1
+    assert deliver_due(db.settings).delivered == 1
 
     verified = readme_verifier()  # the lines the README gives receivers
     _, _, body = receiver.requests[0]
@@ -264,8 +271,7 @@ def test_two_deliverers_never_post_the_same_callback(
     two = db.settings.model_copy(update={"callback_concurrency": 2})
     results: list[callbacks.Delivery] = []
     deliverers = [
-        threading.Thread(target=lambda: results.append(callbacks.deliver_due(two)))
-        for _ in range(2)
+        threading.Thread(target=lambda: results.append(deliver_due(two))) for _ in range(2)
     ]
     for deliverer in deliverers:
         deliverer.start()
@@ -282,18 +288,19 @@ def test_a_deliverer_that_died_leaves_its_callback_to_the_next_after_the_lease(
 ) -> None:
     receiver = receivers(answers(b"204 No Content"))
     request_id = done_request(db, receiver.url())
-    connection = database.connect(database.database_url(db.settings, "writer"))
+    connection = Database.from_settings(db.settings).connect()
     try:
-        assert len(callbacks.claim(connection, db.settings, 10)) == 1  # ...and then it died
+        policy = callbacks.CallbackPolicy.from_settings(db.settings)
+        assert len(callbacks.claim(connection, policy, 10)) == 1  # ...and then it died
     finally:
         connection.close()
 
-    assert callbacks.deliver_due(db.settings) == callbacks.Delivery(0, 0, 0)  # leased
+    assert deliver_due(db.settings) == callbacks.Delivery(0, 0, 0)  # leased
     fetch_all(
         db.admin_url,
         "UPDATE precompute.score_requests SET callback_claimed_until = now() - interval '1s'",
     )
-    assert callbacks.deliver_due(db.settings) == callbacks.Delivery(1, 0, 0)
+    assert deliver_due(db.settings) == callbacks.Delivery(1, 0, 0)
     assert callback(db, request_id)[:2] == ("delivered", 2)
 
 
@@ -324,7 +331,7 @@ def test_https_checks_the_certificate_against_the_url_host(
     allowed = db.settings.model_copy(update={"callback_allowed_hosts": ["localhost", "127.0.0.1"]})
 
     try:
-        assert callbacks.deliver_due(allowed) == callbacks.Delivery(1, 1, 0)
+        assert deliver_due(allowed) == callbacks.Delivery(1, 1, 0)
     finally:
         server.close()
 
@@ -405,4 +412,4 @@ def test_a_committed_publish_is_never_failed_by_its_callbacks(db: Db) -> None:
     gone = db.settings.model_copy(
         update={"database_url": SecretStr("postgresql://nobody:x@127.0.0.1:1/none")}
     )
-    _deliver_callbacks(gone)
+    _deliver_callbacks(Database.from_settings(gone), gone)

@@ -22,8 +22,9 @@ import pyspark
 import pytest
 from conftest import Env, airflow_env, export_model, fetch_all, run_dag, states
 
-from jobs.registry import Registry
+from jobs.registration import register
 from jobs.sample_data import customers, with_bad_rows
+from precompute.database import Database
 from precompute.settings import Settings
 
 SPARK_HOME = Path(pyspark.__file__).parent
@@ -121,7 +122,8 @@ def test_score_batch_runs_ingest_score_and_publish_on_the_cluster(
     _, bundle = export_model(
         env.root, "random_forest", train, train.column("churned").to_numpy(zero_copy_only=False)
     )
-    Registry(env.settings).register(bundle, "churn", aliases=("champion",))
+    db = Database.from_settings(env.settings)
+    register(db, env.settings.models_root, bundle, "churn", aliases=("champion",))
     batch = Path(env.settings.landing_root) / "c-0001"
     batch.mkdir(parents=True)
     pq.write_table(with_bad_rows(customers(3000, seed=5, label=False), 30), batch / "p.parquet")

@@ -25,10 +25,12 @@ from conftest import (
     states,
 )
 
-from jobs import orchestration
+from jobs import bundle_store, orchestration
+from jobs.bundle.format import read_bundle
 from jobs.registry import Registry
 from jobs.sample_data import customers, with_bad_rows
 from precompute import database
+from precompute.database import Database
 from precompute.settings import Settings
 
 
@@ -75,8 +77,8 @@ def test_train_model_registers_a_challenger_and_promotes_only_when_asked(env: En
         "promote": "skipped",  # the promote Param is off
     }
     assert aliases(env) == {"challenger": 1}
-    registry = Registry(env.settings)
-    params = registry.load(registry.resolve("churn", version=1)).metadata["params"]
+    version = Registry(Database.from_settings(env.settings)).resolve("churn", version=1)
+    params = read_bundle(bundle_store.load_bytes(version)).metadata["params"]
     assert (params["C"], params["fit_intercept"]) == (0.5, False)
     promoted = run_dag("train_model", conf | {"promote": True})
     assert states(promoted)["promote"] == "success"

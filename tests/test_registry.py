@@ -12,10 +12,14 @@ from typing import Any
 import pytest
 from conftest import export_model, fetch_all, run_cli
 
-from jobs.bundle.format import BundleError
-from jobs.registry import BundleTampered, Registry, RegistryError
+from jobs import bundle_store
+from jobs.bundle.format import BundleError, read_bundle
+from jobs.bundle_store import BundleTampered
+from jobs.registration import register
+from jobs.registry import ModelVersion, Registry, RegistryError
 from jobs.sample_data import customers
 from precompute import database
+from precompute.database import Database
 from precompute.settings import Settings
 
 
@@ -40,18 +44,24 @@ def model(job_settings: Settings, request: pytest.FixtureRequest) -> str:
     return "m-" + name.removeprefix("test_")[:40].replace("_", "-")
 
 
+def add(settings: Settings, bundle: Path, model: str, **kwargs: Any) -> ModelVersion:
+    """Register the bundle in the test's database and models root, as `precompute train` does."""
+    return register(Database.from_settings(settings), settings.models_root, bundle, model, **kwargs)
+
+
 def test_registering_stores_the_bundle_and_numbers_versions(
     job_settings: Settings, bundles: dict[str, Path], model: str
 ) -> None:
-    registry = Registry(job_settings)
-    first = registry.register(
+    registry = Registry(Database.from_settings(job_settings))
+    first = add(
+        job_settings,
         bundles["logistic_regression"],
         model,
         metrics={"auc": 0.8},
         training_data={"delta_table": "/lake/t", "table_version": 3},
         aliases=("champion",),
     )
-    second = registry.register(bundles["decision_tree"], model, aliases=("challenger",))
+    second = add(job_settings, bundles["decision_tree"], model, aliases=("challenger",))
 
     assert (first.version, second.version) == (1, 2)
     assert first.aliases == ("champion",) and second.aliases == ("challenger",)
@@ -62,21 +72,21 @@ def test_registering_stores_the_bundle_and_numbers_versions(
     assert first.input_schema["entity_id"]["name"] == "customer_id"
     assert registry.resolve(model).version == 1  # champion by default
     assert registry.resolve(model, alias="challenger").version == 2
-    assert registry.load(first).metadata["model_kind"] == "logistic_regression"
+    stored = read_bundle(bundle_store.load_bytes(first))
+    assert stored.metadata["model_kind"] == "logistic_regression"
 
 
 def test_a_tampered_bundle_is_refused_at_load(
     job_settings: Settings, bundles: dict[str, Path], model: str
 ) -> None:
-    registry = Registry(job_settings)
-    version = registry.register(bundles["logistic_regression"], model)
+    version = add(job_settings, bundles["logistic_regression"], model)
     stored = Path(version.bundle_uri)
     content = bytearray(stored.read_bytes())
     content[len(content) // 2] ^= 0xFF
     stored.write_bytes(bytes(content))
 
     with pytest.raises(BundleTampered, match=r"does not match its registered checksum"):
-        registry.load(version)
+        bundle_store.load_bytes(version)
 
 
 def test_an_unsupported_op_is_refused_at_registration_and_nothing_is_stored(
@@ -94,7 +104,7 @@ def test_an_unsupported_op_is_refused_at_registration_and_nothing_is_stored(
             out.writestr(item, data)
 
     with pytest.raises(BundleError, match="uses op 'min_hash_lsh'"):
-        Registry(job_settings).register(edited, model)
+        add(job_settings, edited, model)
     assert not (Path(job_settings.models_root) / model).exists()
     rows = fetch_all(
         database.admin_url(job_settings), "SELECT 1 FROM precompute.models WHERE name = %s", [model]
@@ -105,9 +115,9 @@ def test_an_unsupported_op_is_refused_at_registration_and_nothing_is_stored(
 def test_aliases_move_in_one_transaction(
     job_settings: Settings, bundles: dict[str, Path], model: str
 ) -> None:
-    registry = Registry(job_settings)
-    registry.register(bundles["logistic_regression"], model, aliases=("champion", "challenger"))
-    registry.register(bundles["decision_tree"], model)
+    registry = Registry(Database.from_settings(job_settings))
+    add(job_settings, bundles["logistic_regression"], model, aliases=("champion", "challenger"))
+    add(job_settings, bundles["decision_tree"], model)
 
     # One move names a version that does not exist: neither alias may move.
     with pytest.raises(RegistryError, match=r"has no version 9.*no alias was moved"):
@@ -124,9 +134,9 @@ def test_aliases_move_in_one_transaction(
 def test_a_reader_sees_the_old_or_the_new_aliases_never_a_mix(
     job_settings: Settings, bundles: dict[str, Path], model: str
 ) -> None:
-    registry = Registry(job_settings)
-    registry.register(bundles["logistic_regression"], model, aliases=("champion", "shadow"))
-    registry.register(bundles["decision_tree"], model)
+    registry = Registry(Database.from_settings(job_settings))
+    add(job_settings, bundles["logistic_regression"], model, aliases=("champion", "shadow"))
+    add(job_settings, bundles["decision_tree"], model)
     reader = database.database_url(job_settings, "reader")
     seen: set[tuple[Any, ...]] = set()
     done = threading.Event()
@@ -162,9 +172,9 @@ def test_a_reader_sees_the_old_or_the_new_aliases_never_a_mix(
 
 
 def test_promote_and_rollback(job_settings: Settings, bundles: dict[str, Path], model: str) -> None:
-    registry = Registry(job_settings)
-    registry.register(bundles["logistic_regression"], model, aliases=("champion",))
-    registry.register(bundles["decision_tree"], model, aliases=("challenger",))
+    registry = Registry(Database.from_settings(job_settings))
+    add(job_settings, bundles["logistic_regression"], model, aliases=("champion",))
+    add(job_settings, bundles["decision_tree"], model, aliases=("challenger",))
 
     with pytest.raises(RegistryError, match="nothing to roll back to"):
         registry.rollback(model)
@@ -183,9 +193,8 @@ def test_promote_and_rollback(job_settings: Settings, bundles: dict[str, Path], 
 def test_model_commands_on_the_command_line(
     job_settings: Settings, bundles: dict[str, Path], model: str
 ) -> None:
-    registry = Registry(job_settings)
-    registry.register(bundles["logistic_regression"], model, aliases=("champion",))
-    registry.register(bundles["decision_tree"], model, metrics={"auc": 0.75})
+    add(job_settings, bundles["logistic_regression"], model, aliases=("champion",))
+    add(job_settings, bundles["decision_tree"], model, metrics={"auc": 0.75})
     env = os.environ | {
         "DATABASE_URL": job_settings.database_url.get_secret_value(),  # type: ignore[union-attr]
         "PRECOMPUTE_MODELS_ROOT": job_settings.models_root,

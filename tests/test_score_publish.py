@@ -24,7 +24,8 @@ import pytest
 from conftest import fetch_all
 from pydantic import SecretStr
 
-from jobs import predictions, serving_prune
+from jobs import bundle_store, predictions, serving_prune
+from jobs.bundle.format import read_bundle
 from jobs.bundle.runtime import compile_bundle
 from jobs.ingest import IngestRequest, ingest
 from jobs.lake import Txn, lake
@@ -32,9 +33,11 @@ from jobs.publish import PublishInputError, publish
 from jobs.registry import ModelVersion, Registry
 from jobs.run_records import CountMismatch, RunRecorder
 from jobs.sample_data import customers, with_bad_rows
-from jobs.score import ScoreInputError, ScoreRequest, score
+from jobs.score import ScoreRequest, score
+from jobs.score_input import ScoreInputError
 from jobs.train import TrainRequest, train
 from precompute import database, serving_store
+from precompute.database import Database
 from precompute.settings import Settings
 
 MODEL = "churn-serving"
@@ -43,6 +46,7 @@ MODEL = "churn-serving"
 @dataclass(frozen=True)
 class Setup:
     settings: Settings
+    db: Database
     admin_url: str
     reader_url: str
     champion: ModelVersion
@@ -77,6 +81,7 @@ def setup(
         versions.append(train(spark, job_settings, request).version)
     return Setup(
         job_settings,
+        Database.from_settings(job_settings),
         jobs_database,
         database.with_role(jobs_database, "reader", settings),
         versions[0],
@@ -121,7 +126,7 @@ def run_row(setup: Setup, run_id: str) -> dict[str, Any]:
 
 def expected_scores(setup: Setup, version: ModelVersion, table: pa.Table) -> dict[str, float]:
     """What the bundle runtime gives for these rows, outside Spark."""
-    plan = compile_bundle(Registry(setup.settings).load(version), "cpu")
+    plan = compile_bundle(read_bundle(bundle_store.load_bytes(version)), "cpu")
     out = plan.score(table)
     return dict(
         zip(out.column("entity_id").to_pylist(), out.column("score").to_pylist(), strict=True)
@@ -134,9 +139,11 @@ def test_an_incremental_run_scores_keeps_history_and_publishes_what_it_scored(
     batch = with_bad_rows(customers(2000, seed=2, first_id=0, label=False), bad=30)
     ingest_batch(spark, setup, "inc-1", batch)
 
-    result = score(spark, setup.settings, ScoreRequest(MODEL, batch_id="inc-1", run_id="inc-1"))
+    result = score(
+        spark, setup.settings, setup.db, ScoreRequest(MODEL, batch_id="inc-1", run_id="inc-1")
+    )
     assert (result.rows_scored, result.version, result.already_scored) == (1970, 1, False)
-    published = publish(spark, setup.settings, "inc-1")
+    published = publish(spark, setup.settings, setup.db, "inc-1")
     assert (published.rows_published, published.strategy) == (1970, "swap")  # first of v1
 
     # Counts add up across the stages, on the run's own row.
@@ -214,8 +221,10 @@ def run_scored_at(setup: Setup, run_id: str) -> Any:
 
 def test_rerunning_a_scored_and_published_run_changes_nothing(spark: Any, setup: Setup) -> None:
     ingest_batch(spark, setup, "rerun-1", customers(300, seed=3, first_id=10_000, label=False))
-    score(spark, setup.settings, ScoreRequest(MODEL, batch_id="rerun-1", run_id="rerun-1"))
-    publish(spark, setup.settings, "rerun-1")
+    score(
+        spark, setup.settings, setup.db, ScoreRequest(MODEL, batch_id="rerun-1", run_id="rerun-1")
+    )
+    publish(spark, setup.settings, setup.db, "rerun-1")
     engine = lake(spark, setup.settings)
     table_version = engine.version(predictions.TABLE)
     before = served(setup, setup.champion)
@@ -225,9 +234,11 @@ def test_rerunning_a_scored_and_published_run_changes_nothing(spark: Any, setup:
         ("rerun-1",),
     )
 
-    again = score(spark, setup.settings, ScoreRequest(MODEL, batch_id="rerun-1", run_id="rerun-1"))
+    again = score(
+        spark, setup.settings, setup.db, ScoreRequest(MODEL, batch_id="rerun-1", run_id="rerun-1")
+    )
     assert again.already_scored and again.rows_scored == 300
-    republished = publish(spark, setup.settings, "rerun-1")
+    republished = publish(spark, setup.settings, setup.db, "rerun-1")
     assert republished.already_published and republished.rows_published == 300
 
     assert engine.version(predictions.TABLE) == table_version
@@ -265,7 +276,7 @@ def test_a_score_record_lost_after_the_delta_commit_is_repaired_by_a_rerun(
     spark: Any, setup: Setup
 ) -> None:
     ingest_batch(spark, setup, "lost-1", customers(120, seed=16, first_id=600_000, label=False))
-    score(spark, setup.settings, ScoreRequest(MODEL, batch_id="lost-1", run_id="lost-1"))
+    score(spark, setup.settings, setup.db, ScoreRequest(MODEL, batch_id="lost-1", run_id="lost-1"))
     scored_at = run_scored_at(setup, "lost-1")
     # As if the database had gone away right after the Delta commit.
     fetch_all(
@@ -273,24 +284,26 @@ def test_a_score_record_lost_after_the_delta_commit_is_repaired_by_a_rerun(
         "UPDATE precompute.runs SET rows_scored = NULL, scored_at = NULL, "
         "predictions_version = NULL, model_version_id = NULL WHERE run_id = 'lost-1'",
     )
-    again = score(spark, setup.settings, ScoreRequest(MODEL, batch_id="lost-1", run_id="lost-1"))
+    again = score(
+        spark, setup.settings, setup.db, ScoreRequest(MODEL, batch_id="lost-1", run_id="lost-1")
+    )
     assert again.already_scored and again.rows_scored == 120
     assert run_scored_at(setup, "lost-1") == scored_at
-    assert publish(spark, setup.settings, "lost-1").rows_published == 120
+    assert publish(spark, setup.settings, setup.db, "lost-1").rows_published == 120
 
 
 def test_a_later_batch_upserts_new_and_changed_entities(spark: Any, setup: Setup) -> None:
     first = customers(500, seed=4, first_id=20_000, label=False)
     ingest_batch(spark, setup, "ups-1", first)
-    score(spark, setup.settings, ScoreRequest(MODEL, batch_id="ups-1", run_id="ups-1"))
-    publish(spark, setup.settings, "ups-1")
+    score(spark, setup.settings, setup.db, ScoreRequest(MODEL, batch_id="ups-1", run_id="ups-1"))
+    publish(spark, setup.settings, setup.db, "ups-1")
     before = served(setup, setup.champion)
 
     # 200 of the same customers with new features, and 100 new ones.
     second = customers(300, seed=5, first_id=20_300, label=False)
     ingest_batch(spark, setup, "ups-2", second)
-    score(spark, setup.settings, ScoreRequest(MODEL, batch_id="ups-2", run_id="ups-2"))
-    result = publish(spark, setup.settings, "ups-2")
+    score(spark, setup.settings, setup.db, ScoreRequest(MODEL, batch_id="ups-2", run_id="ups-2"))
+    result = publish(spark, setup.settings, setup.db, "ups-2")
     assert (result.strategy, result.rows_published) == ("upsert", 300)
 
     after = served(setup, setup.champion)
@@ -312,8 +325,8 @@ def test_a_later_batch_upserts_new_and_changed_entities(spark: Any, setup: Setup
     # to a reader the outcome is the same.
     third = customers(3000, seed=6, first_id=20_400, label=False)
     ingest_batch(spark, setup, "ups-3", third)
-    score(spark, setup.settings, ScoreRequest(MODEL, batch_id="ups-3", run_id="ups-3"))
-    result = publish(spark, setup.settings, "ups-3")
+    score(spark, setup.settings, setup.db, ScoreRequest(MODEL, batch_id="ups-3", run_id="ups-3"))
+    result = publish(spark, setup.settings, setup.db, "ups-3")
     assert (result.strategy, result.rows_published) == ("merge", 3000)
     merged = served(setup, setup.champion)
     want = expected_scores(setup, setup.champion, third)
@@ -337,9 +350,10 @@ def test_a_full_rescore_replaces_the_versions_partition(spark: Any, setup: Setup
     run = score(
         spark,
         setup.settings,
+        setup.db,
         ScoreRequest(MODEL, mode="full", alias="challenger", run_id="full-1"),
     )
-    result = publish(spark, setup.settings, "full-1")
+    result = publish(spark, setup.settings, setup.db, "full-1")
     assert result.strategy == "swap"
     got = served(setup, setup.challenger)
     assert len(got) == run.rows_scored == result.rows_published
@@ -352,9 +366,12 @@ def test_a_full_rescore_replaces_the_versions_partition(spark: Any, setup: Setup
 
     # A second full rescore of the same version swaps the partition wholesale.
     score(
-        spark, setup.settings, ScoreRequest(MODEL, mode="full", alias="challenger", run_id="full-2")
+        spark,
+        setup.settings,
+        setup.db,
+        ScoreRequest(MODEL, mode="full", alias="challenger", run_id="full-2"),
     )
-    publish(spark, setup.settings, "full-2")
+    publish(spark, setup.settings, setup.db, "full-2")
     assert {run for _, _, run in served(setup, setup.challenger).values()} == {"full-2"}
 
 
@@ -363,8 +380,8 @@ def test_a_reader_never_sees_a_half_published_run(spark: Any, setup: Setup) -> N
     ingest_batch(spark, setup, "conc-1", customers(entities, seed=8, first_id=100_000, label=False))
     ingest_batch(spark, setup, "conc-2", customers(entities, seed=9, first_id=100_000, label=False))
     for run in ("conc-1", "conc-2"):
-        score(spark, setup.settings, ScoreRequest(MODEL, batch_id=run, run_id=run))
-    publish(spark, setup.settings, "conc-1")
+        score(spark, setup.settings, setup.db, ScoreRequest(MODEL, batch_id=run, run_id=run))
+    publish(spark, setup.settings, setup.db, "conc-1")
     states: list[tuple[tuple[str, int], ...]] = []
     stop = threading.Event()
 
@@ -388,7 +405,7 @@ def test_a_reader_never_sees_a_half_published_run(spark: Any, setup: Setup) -> N
     reader = threading.Thread(target=poll)
     reader.start()
     try:
-        assert publish(spark, setup.settings, "conc-2").strategy == "merge"
+        assert publish(spark, setup.settings, setup.db, "conc-2").strategy == "merge"
         time.sleep(0.2)
     finally:
         stop.set()
@@ -403,10 +420,10 @@ def test_a_killed_publish_leaves_serving_unchanged_and_a_retry_completes(
     spark: Any, setup: Setup
 ) -> None:
     ingest_batch(spark, setup, "kill-0", customers(200, seed=10, first_id=200_000, label=False))
-    score(spark, setup.settings, ScoreRequest(MODEL, batch_id="kill-0", run_id="kill-0"))
-    publish(spark, setup.settings, "kill-0")
+    score(spark, setup.settings, setup.db, ScoreRequest(MODEL, batch_id="kill-0", run_id="kill-0"))
+    publish(spark, setup.settings, setup.db, "kill-0")
     ingest_batch(spark, setup, "kill-1", customers(200_000, seed=11, first_id=200_000, label=False))
-    score(spark, setup.settings, ScoreRequest(MODEL, batch_id="kill-1", run_id="kill-1"))
+    score(spark, setup.settings, setup.db, ScoreRequest(MODEL, batch_id="kill-1", run_id="kill-1"))
     before = served(setup, setup.champion)
 
     env = os.environ | {
@@ -439,7 +456,7 @@ def test_a_killed_publish_leaves_serving_unchanged_and_a_retry_completes(
         )
         == []
     )
-    result = publish(spark, setup.settings, "kill-1")
+    result = publish(spark, setup.settings, setup.db, "kill-1")
     assert result.rows_published == 200_000
     after = served(setup, setup.champion)
     batch = {f"c{i}" for i in range(200_000, 400_000)}
@@ -460,9 +477,10 @@ def test_promote_and_rollback_switch_lookups_without_a_republish(spark: Any, set
         score(
             spark,
             setup.settings,
+            setup.db,
             ScoreRequest(MODEL, batch_id="prom-1", version=version.version, run_id=run),
         )
-        publish(spark, setup.settings, run)
+        publish(spark, setup.settings, setup.db, run)
     lookup = (
         "SELECT version, score FROM analytics.current_predictions "
         "WHERE model = %s AND entity_id = 'c300007'"
@@ -472,7 +490,7 @@ def test_promote_and_rollback_switch_lookups_without_a_republish(spark: Any, set
     logistic = expected_scores(setup, setup.champion, batch)["c300007"]
     assert fetch_all(setup.reader_url, lookup, (MODEL,)) == [(1, logistic)]
 
-    registry = Registry(setup.settings)
+    registry = Registry(setup.db)
     try:
         registry.promote(MODEL, from_alias="challenger")
         assert fetch_all(setup.reader_url, lookup, (MODEL,)) == [(2, tree)]
@@ -501,33 +519,37 @@ def test_counts_that_do_not_add_up_fail_the_run_and_publish_nothing(
     with pytest.raises(
         CountMismatch, match="99 accepted rows recorded by ingest and 0 score requests, but 100"
     ):
-        score(spark, setup.settings, ScoreRequest(MODEL, batch_id="mis-1", run_id="mis-1"))
+        score(
+            spark, setup.settings, setup.db, ScoreRequest(MODEL, batch_id="mis-1", run_id="mis-1")
+        )
     assert version() == table_before
     run = run_row(setup, "mis-1")
     assert run["state"] == "failed" and "score: run mis-1" in run["error"]
 
     # A publish whose scored count disagrees with what it would publish rolls back.
     ingest_batch(spark, setup, "mis-2", customers(100, seed=14, first_id=400_000, label=False))
-    score(spark, setup.settings, ScoreRequest(MODEL, batch_id="mis-2", run_id="mis-2"))
+    score(spark, setup.settings, setup.db, ScoreRequest(MODEL, batch_id="mis-2", run_id="mis-2"))
     before = served(setup, setup.champion)
     fetch_all(
         setup.admin_url, "UPDATE precompute.runs SET rows_scored = 101 WHERE run_id = 'mis-2'"
     )
     with pytest.raises(CountMismatch, match="101 rows were scored"):
-        publish(spark, setup.settings, "mis-2")
+        publish(spark, setup.settings, setup.db, "mis-2")
     assert served(setup, setup.champion) == before
     assert run_row(setup, "mis-2")["state"] == "failed"
 
 
 def test_bad_requests_are_refused_with_what_is_wrong(spark: Any, setup: Setup) -> None:
     with pytest.raises(ScoreInputError, match="batch 'never' was not ingested"):
-        score(spark, setup.settings, ScoreRequest(MODEL, batch_id="never", run_id="bad-1"))
+        score(
+            spark, setup.settings, setup.db, ScoreRequest(MODEL, batch_id="never", run_id="bad-1")
+        )
     with pytest.raises(ScoreInputError, match="needs --batch-id"):
-        score(spark, setup.settings, ScoreRequest(MODEL))
+        score(spark, setup.settings, setup.db, ScoreRequest(MODEL))
     with pytest.raises(PublishInputError, match="no run 'nobody'"):
-        publish(spark, setup.settings, "nobody")
+        publish(spark, setup.settings, setup.db, "nobody")
     with pytest.raises(PublishInputError, match="has not been scored"):
-        publish(spark, setup.settings, "bad-1")  # recorded, failed at score
+        publish(spark, setup.settings, setup.db, "bad-1")  # recorded, failed at score
 
 
 def test_a_score_request_goes_from_submission_to_done_through_a_real_run(
@@ -604,7 +626,10 @@ def test_a_score_request_goes_from_submission_to_done_through_a_real_run(
 
             ingest_batch(spark, setup, "req-b", batch)
             result = score(
-                spark, setup.settings, ScoreRequest(MODEL, batch_id="req-b", run_id="req-b")
+                spark,
+                setup.settings,
+                setup.db,
+                ScoreRequest(MODEL, batch_id="req-b", run_id="req-b"),
             )
             assert result.rows_scored == 51  # 50 batch rows and the new customer
             assert fetch_all(
@@ -616,7 +641,7 @@ def test_a_score_request_goes_from_submission_to_done_through_a_real_run(
                 httpx.get(f"{base}/v1/score-requests/{ids[0]}", headers=auth).json()["state"]
                 == "scoring"
             )
-            publish(spark, settings, "req-b")
+            publish(spark, settings, setup.db, "req-b")
 
             done = httpx.get(f"{base}/v1/score-requests/{ids[0]}", headers=auth).json()
             want = expected_scores(
@@ -645,7 +670,8 @@ def test_a_score_request_goes_from_submission_to_done_through_a_real_run(
     assert fetch_all(setup.admin_url, state, (ids[1],)) == [("pending", 1)]
     time.sleep(settings.callback_backoff_seconds + 0.1)
     twice = settings.model_copy(update={"callback_max_attempts": 2})
-    assert callbacks.deliver_due(twice) == callbacks.Delivery(0, 0, 1)
+    policy = callbacks.CallbackPolicy.from_settings(twice)
+    assert callbacks.deliver_due(setup.db, policy) == callbacks.Delivery(0, 0, 1)
     assert fetch_all(setup.admin_url, state, (ids[1],)) == [("failed", 2)]
 
 
@@ -685,8 +711,10 @@ def test_a_poisoned_request_and_hostile_receivers_fail_alone_and_the_run_succeed
     # Within the contract's rules (support_calls has no maximum), beyond what a long holds.
     poison = submit("c900009", features[0] | {"support_calls": 2**64}, hostile[0].url("/p"))
     try:
-        scored = score(spark, settings, ScoreRequest(MODEL, mode="requests", run_id="req-hostile"))
-        published = publish(spark, settings, "req-hostile")
+        scored = score(
+            spark, settings, setup.db, ScoreRequest(MODEL, mode="requests", run_id="req-hostile")
+        )
+        published = publish(spark, settings, setup.db, "req-hostile")
     finally:
         for receiver in hostile:
             receiver.close()
@@ -719,7 +747,7 @@ def test_a_promotion_during_prune_waits_and_never_leaves_an_alias_on_a_dropped_v
 ) -> None:
     # v1 (champion) and v2 (challenger) are served; with champion moved to v2, a prune keeping
     # one version would drop v1 - unless an alias moves back onto v1 before the drop.
-    registry = Registry(setup.settings)
+    registry = Registry(setup.db)
     registry.move_aliases(MODEL, {"challenger": None, "champion": 2})
     url = database.database_url(setup.settings, "writer")
     promoter = database.connect(url)
@@ -752,7 +780,7 @@ def test_a_promotion_during_prune_waits_and_never_leaves_an_alias_on_a_dropped_v
 
 def test_prune_keeps_the_newest_and_every_aliased_version(setup: Setup) -> None:
     # Earlier tests published v1 (champion) and v2 (challenger).
-    registry = Registry(setup.settings)
+    registry = Registry(setup.db)
     registry.move_aliases(MODEL, {"challenger": None})
     url = database.database_url(setup.settings, "writer")
     try:
@@ -782,12 +810,14 @@ def test_ids_that_cannot_be_served_are_left_out_of_a_publish_not_blocking_it(
     )
     target = predictions.target(MODEL, version.version_id, run_id, scored_at)
     lake(spark, setup.settings).append(rows, target, Txn(f"precompute.score:{run_id}"))
-    recorder = RunRecorder(setup.settings, run_id, "full", None)
+    recorder = RunRecorder(
+        setup.db, run_id, "full", None, lease_seconds=setup.settings.stage_lease_seconds
+    )
     recorder.start_stage("score")
     recorder.record_score(version.version_id, scored_at, 0, len(ids))
     recorder.finish_stage("score", "succeeded")
 
-    result = publish(spark, setup.settings, run_id)
+    result = publish(spark, setup.settings, setup.db, run_id)
 
     assert result.rows_published == 2
     record = run_row(setup, run_id)

@@ -21,6 +21,7 @@ from pydantic import SecretStr
 from jobs import orchestration, score_requests
 from precompute import database, migrations
 from precompute.contracts import Contract, parse_contract
+from precompute.database import Database
 from precompute.settings import Settings
 
 MODEL = "events-model"
@@ -141,8 +142,7 @@ def new_run(db: Db, run_id: str) -> str:
 
 def claim(db: Db, run_id: str, lease: float = 3600, attempts: int = 3) -> score_requests.Claimed:
     return score_requests.claim(
-        db.writer_url,
-        "",
+        Database.from_settings(db.settings),
         MODEL,
         run_id,
         db.contract,
@@ -258,7 +258,7 @@ def test_a_claim_is_a_lease_other_runs_wait_for(db: Db) -> None:
     assert claim(db, first).count == 1  # a rerun of the same run takes its own back
     assert state(db, request_id) == ("scoring", first, 2, None, True)
 
-    score_requests.release(db.writer_url, "", first)  # what a failing run does
+    score_requests.release(Database.from_settings(db.settings), first)  # as a failing run does
 
     assert orchestration.pending_requests(db.settings, MODEL) == 1
     assert claim(db, second).count == 1

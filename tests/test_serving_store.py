@@ -76,7 +76,8 @@ def publish(url: str, settings: Settings, run_id: str, version_id: int, rows: li
 
 def registry(url: str, settings: Settings) -> Registry:
     """The jobs' registry on the database: it moves the aliases lookups resolve."""
-    return Registry(settings.model_copy(update={"database_url": SecretStr(url)}))
+    on_url = settings.model_copy(update={"database_url": SecretStr(url)})
+    return Registry(database.Database.from_settings(on_url))
 
 
 def read(url: str, settings: Settings, calls: dict[str, Any]) -> dict[str, Any]:

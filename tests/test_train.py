@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import run_cli
 
-from jobs.registry import Registry
+from jobs import bundle_store
+from jobs.bundle.format import read_bundle
 from jobs.sample_data import customers
 from jobs.train import TrainingDataError, TrainRequest, train
 from precompute.contracts import ContractError
@@ -57,11 +58,11 @@ def test_training_from_files_registers_a_challenger_with_metrics_and_reference(
     assert abs(sum(reference["shares"]) - 1.0) < 1e-9
     assert version.input_schema["dataset"] == "customers"
     assert [f["name"] for f in version.input_schema["features"]][:2] == ["age", "tenure_months"]
-    # The registered bundle scores new customers through the registry's checked load.
+    # The registered bundle scores new customers through the bundle store's checked load.
     from jobs.bundle.runtime import compile_bundle
 
-    registry = Registry(job_settings)
-    plan = compile_bundle(registry.load(version), "cpu", model_version_id=version.version_id)
+    bundle = read_bundle(bundle_store.load_bytes(version))
+    plan = compile_bundle(bundle, "cpu", model_version_id=version.version_id)
     out = plan.score(customers(10, seed=12, label=False))
     assert out.column("model_version_id").to_pylist() == [version.version_id] * 10
     assert set(out.column("label").to_pylist()) <= {"true", "false"}
