@@ -27,6 +27,7 @@ from jobs import predictions
 from jobs.lake import lake
 from jobs.spark import spark_session
 from jobs.validation import QUARANTINE_TABLE, incoming_table
+from precompute import serving_store
 from precompute.commands import job_main
 from precompute.database import Database
 from precompute.settings import Settings
@@ -97,16 +98,16 @@ def remove_old_runs(db: Database, kept_days: int) -> int:
     how many."""
     with db.transaction("writer") as cursor:
         cursor.execute(
-            """
+            f"""
             WITH old AS (
                 SELECT r.run_id FROM precompute.runs r
                  WHERE r.finished_at < now() - make_interval(days => %s)
                    AND (r.model_version_id IS NULL OR r.model_version_id NOT IN
-                        (SELECT model_version_id FROM precompute.serving_versions))
+                        (SELECT model_version_id FROM {serving_store.SERVING_VERSIONS}))
                    AND NOT EXISTS (SELECT 1 FROM precompute.score_requests q
                                     WHERE q.run_id = r.run_id)
             ), unpublished AS (
-                DELETE FROM precompute.published_runs p USING old WHERE p.run_id = old.run_id
+                DELETE FROM {serving_store.PUBLISHED_RUNS} p USING old WHERE p.run_id = old.run_id
             )
             DELETE FROM precompute.runs r USING old WHERE r.run_id = old.run_id
             """,

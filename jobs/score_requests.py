@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from precompute import rules
+from precompute import rules, serving_store
 from precompute.contracts import Column, Contract
 from precompute.database import Database
 
@@ -169,14 +169,14 @@ def _arrow_type(column: Column) -> pa.DataType:
 def mark_done(cur: Cursor, run_id: str, model_version_id: int) -> int:
     """In the publishing transaction: the run's requests take their served predictions."""
     cur.execute(
-        """
+        f"""
         UPDATE precompute.score_requests r
            SET state = 'done', score = p.score, label = p.label,
                model_version_id = p.model_version_id, error = NULL, updated_at = now(),
                claimed_until = NULL,
                callback_state = CASE WHEN r.callback_url IS NULL THEN 'none' ELSE 'pending' END,
                next_callback_at = CASE WHEN r.callback_url IS NULL THEN NULL ELSE now() END
-          FROM precompute.predictions p
+          FROM {serving_store.PREDICTIONS} p
          WHERE r.run_id = %s AND r.state = 'scoring'
            AND p.model_version_id = %s AND p.entity_id = r.entity_id
         """,
