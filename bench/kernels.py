@@ -27,9 +27,10 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jobs import modeling
+from jobs.bundle.backends import gpu_available
 from jobs.bundle.export import export_bundle
 from jobs.bundle.format import read_bundle
-from jobs.bundle.runtime import compile_bundle, gpu_available
+from jobs.bundle.runtime import compile_bundle
 from precompute.contracts import Contract
 
 FEATURES = 20

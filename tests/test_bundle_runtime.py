@@ -15,9 +15,10 @@ from conftest import customers_contract, export_model
 from sklearn import datasets
 
 from jobs import modeling
+from jobs.bundle.backends import Backend, gpu_available
 from jobs.bundle.format import BundleError, read_bundle
 from jobs.bundle.program import build_program
-from jobs.bundle.runtime import Backend, ScoringError, compile_bundle, gpu_available
+from jobs.bundle.runtime import ScoringError, compile_bundle
 from jobs.bundle.trees import Forest, array_kernel, float32_floor, to_treelite
 from jobs.modeling import Task
 from jobs.sample_data import customers
