@@ -133,8 +133,6 @@ def build_program(bundle: Bundle, *, fold: bool = True) -> Program:
     )
 
 
-
-
 def _check_attributes(node: Node) -> None:
     if node.op not in ATTRIBUTES:
         raise BundleError(
