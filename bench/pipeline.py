@@ -47,6 +47,7 @@ from bench_db import recreate_database
 from jobs import modeling
 from jobs.bundle.export import export_bundle
 from jobs.ingest import IngestRequest, ingest
+from jobs.model_kinds import feature_layout
 from jobs.monitoring import reference_distribution
 from jobs.publish import publish
 from jobs.registry import Registry
@@ -99,7 +100,7 @@ def fresh_database(base: Settings) -> str:
 def register(settings: Settings, kind: str, folder: Path) -> tuple[Any, Any]:
     """Fit the training pipeline on labelled customers, register it as champion."""
     contract = load_contract(settings.contracts_dir, "customers", 1)
-    layout = modeling.feature_layout(contract)
+    layout = feature_layout(contract)
     training = customers(50_000, seed=1)
     pipeline = modeling.build_pipeline(contract, kind, "classification", {})  # type: ignore[arg-type]
     frame = modeling.features_frame(training, layout)
@@ -268,7 +269,7 @@ def main() -> None:
             "models_root": str(work / "models"),
         }
     )
-    layout = modeling.feature_layout(load_contract(settings.contracts_dir, "customers", 1))
+    layout = feature_layout(load_contract(settings.contracts_dir, "customers", 1))
     bundles = Path(tempfile.mkdtemp(prefix="bench-bundles-"))
     fitted = {kind: register(settings, kind, bundles) for kind in args.models}
     spark = spark_session(settings, "bench-pipeline")

@@ -23,7 +23,7 @@ from airflow.sdk import DAG, Param, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from jobs import orchestration
-from jobs.modeling import MODEL_KINDS
+from jobs.model_kinds import MODEL_KINDS
 from precompute.settings import Settings
 
 with DAG(

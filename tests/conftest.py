@@ -19,6 +19,7 @@ import pytest
 from psycopg2 import sql
 from sqlalchemy.engine import make_url
 
+from jobs.model_kinds import feature_layout
 from local.embedded_pg import embedded_server
 from precompute import database
 from precompute.settings import Settings, get_settings
@@ -300,13 +301,14 @@ def export_model(
     params: dict[str, Any] | None = None,
 ) -> tuple[Any, Path]:
     """Fit the training pipeline on `table`/`target` and write its bundle; (pipeline, path)."""
+    # scikit-learn takes seconds to import: only the tests that fit a model pay for it.
     from jobs import modeling
     from jobs.bundle.export import export_bundle
 
     contract = contract or customers_contract()
     task = task or ("regression" if kind == "linear_regression" else "classification")
     pipeline = modeling.build_pipeline(contract, kind, task, params)  # type: ignore[arg-type]
-    frame = modeling.features_frame(table, modeling.feature_layout(contract))
+    frame = modeling.features_frame(table, feature_layout(contract))
     pipeline.fit(frame, target)
     metadata = {
         "model_kind": kind,

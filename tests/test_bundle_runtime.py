@@ -20,7 +20,7 @@ from jobs.bundle.format import BundleError, read_bundle
 from jobs.bundle.program import build_program
 from jobs.bundle.runtime import ScoringError, compile_bundle
 from jobs.bundle.trees import Forest, array_kernel, float32_floor, to_treelite
-from jobs.modeling import Task
+from jobs.model_kinds import Task, feature_layout
 from jobs.sample_data import customers
 from precompute.contracts import Contract
 
@@ -87,7 +87,7 @@ def test_runtime_scores_equal_scikit_learn_on_synthetic_data(
 ) -> None:
     pipeline, path = synthetic["models"][(kind, task)]
     held_out = synthetic["held_out"]
-    layout = modeling.feature_layout(synthetic["contract"])
+    layout = feature_layout(synthetic["contract"])
     expected = modeling.positive_scores(pipeline, modeling.features_frame(held_out, layout), task)
 
     out = backend(read_bundle(path)).score(held_out)
@@ -135,7 +135,7 @@ def test_runtime_scores_equal_scikit_learn_on_builtin_data(
     pipeline, path = export_model(
         tmp_path, kind, train, target[order[:cut]], contract, task, params
     )
-    layout = modeling.feature_layout(contract)
+    layout = feature_layout(contract)
     expected = modeling.positive_scores(pipeline, modeling.features_frame(held_out, layout), task)
 
     out = backend(read_bundle(path)).score(held_out)

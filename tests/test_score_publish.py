@@ -26,6 +26,7 @@ from pydantic import SecretStr
 
 from jobs import predictions, serving
 from jobs.bundle.runtime import compile_bundle
+from jobs.fitting import train
 from jobs.ingest import IngestRequest, ingest
 from jobs.lake import Txn, lake
 from jobs.publish import PublishInputError, publish
@@ -33,7 +34,7 @@ from jobs.registry import ModelVersion, Registry
 from jobs.run_records import CountMismatch, RunRecorder
 from jobs.sample_data import customers, with_bad_rows
 from jobs.score import ScoreInputError, ScoreRequest, score
-from jobs.train import TrainRequest, train
+from jobs.train_request import TrainRequest
 from precompute import database
 from precompute.settings import Settings
 

@@ -12,9 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import run_cli
 
+from jobs.batch_files import InputError
+from jobs.bundle.runtime import compile_bundle
+from jobs.fitting import train
 from jobs.registry import Registry
 from jobs.sample_data import customers
-from jobs.train import TrainingDataError, TrainRequest, train
+from jobs.train_request import TrainingDataError, TrainRequest
 from precompute.contracts import ContractError
 from precompute.settings import Settings
 
@@ -58,8 +61,6 @@ def test_training_from_files_registers_a_challenger_with_metrics_and_reference(
     assert version.input_schema["dataset"] == "customers"
     assert [f["name"] for f in version.input_schema["features"]][:2] == ["age", "tenure_months"]
     # The registered bundle scores new customers through the registry's checked load.
-    from jobs.bundle.runtime import compile_bundle
-
     registry = Registry(job_settings)
     plan = compile_bundle(registry.load(version), "cpu", model_version_id=version.version_id)
     out = plan.score(customers(10, seed=12, label=False))
@@ -132,8 +133,6 @@ def test_a_missing_label_column_and_a_one_class_label_are_refused(
     spark: Any, job_settings: Settings, tmp_path: Path
 ) -> None:
     no_label = write_batch(tmp_path / "nolabel", customers(100, seed=41, label=False))
-    from jobs.landing import InputError
-
     with pytest.raises(InputError, match="missing required columns churned"):
         train(
             spark,
