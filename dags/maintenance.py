@@ -17,7 +17,8 @@ import datetime
 
 from airflow.sdk import DAG, task
 
-from jobs import orchestration
+from jobs.spark_tasks import spark_job
+from precompute import database
 from precompute.settings import Settings
 
 with DAG(
@@ -35,8 +36,9 @@ with DAG(
     @task
     def serving() -> str:
         """Serving partitions beyond the retention, except aliased versions."""
+        # The serving tables' module loads pyarrow: imported when the task runs, not each time
+        # Airflow parses this file.
         from jobs import serving as serving_tables
-        from precompute import database
 
         settings = Settings()
         removed = serving_tables.prune(
@@ -48,5 +50,5 @@ with DAG(
             "nothing to remove"
         )
 
-    orchestration.spark_job("maintenance", task_id="lake")
+    spark_job("maintenance", task_id="lake")
     serving()

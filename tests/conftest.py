@@ -19,6 +19,7 @@ import pytest
 from psycopg2 import sql
 from sqlalchemy.engine import make_url
 
+from jobs.airflow_environment import airflow_environment
 from jobs.model_kinds import feature_layout
 from local.embedded_pg import embedded_server
 from precompute import database
@@ -217,9 +218,8 @@ def platform_env(
 ) -> Iterator[Env]:
     """A migrated database (dropped afterwards) and a lake, landing and models root under
     `root`; `Env.variables` holds what a process needs to run the jobs and Airflow against
-    them (`jobs.orchestration.airflow_environment` included), plus `variables`. Nothing here
+    them (`jobs.airflow_environment` included), plus `variables`. Nothing here
     changes this process's environment."""
-    from jobs import orchestration
     from precompute import migrations
 
     name = f"test_dags_{uuid.uuid4().hex[:8]}"
@@ -238,7 +238,7 @@ def platform_env(
             for key, value in variables.items():  # Settings reads only the environment
                 patch.setenv(key, value)
             job_settings = Settings()
-        variables |= orchestration.airflow_environment(job_settings)
+        variables |= airflow_environment(job_settings)
         yield Env(job_settings, url, root, variables)
     finally:
         drop_database(admin_url, name)
