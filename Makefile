@@ -64,7 +64,7 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy cli local precompute jobs lookup_api tests dags
+	$(BIN)/mypy cli local precompute jobs lookup_api tests dags bench
 
 test: lint db browser
 	$(BIN)/pytest

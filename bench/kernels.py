@@ -27,9 +27,11 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jobs import modeling
+from jobs.bundle.backends import gpu_available
 from jobs.bundle.export import export_bundle
 from jobs.bundle.format import read_bundle
-from jobs.bundle.runtime import compile_bundle, gpu_available
+from jobs.bundle.runtime import compile_bundle
+from jobs.model_kinds import feature_layout
 from precompute.contracts import Contract
 
 FEATURES = 20
@@ -78,7 +80,7 @@ def main() -> int:
     args = parser.parse_args()
 
     spec = contract()
-    layout = modeling.feature_layout(spec)
+    layout = feature_layout(spec)
     train, label = make_table(TRAIN_ROWS, seed=1)
     data, _ = make_table(BATCH_ROWS * args.batches, seed=2)
     batches = data.to_batches(max_chunksize=BATCH_ROWS)

@@ -47,6 +47,7 @@ from bench_db import recreate_database
 from jobs import modeling
 from jobs.bundle.export import export_bundle
 from jobs.ingest import IngestRequest, ingest
+from jobs.model_kinds import feature_layout
 from jobs.monitoring import reference_distribution
 from jobs.publish import publish
 from jobs.registration import register as register_version
@@ -100,7 +101,7 @@ def fresh_database(base: Settings) -> str:
 def register(settings: Settings, db: Database, kind: str, folder: Path) -> tuple[Any, Any]:
     """Fit the training pipeline on labelled customers, register it as champion."""
     contract = load_contract(settings.contracts_dir, "customers", 1)
-    layout = modeling.feature_layout(contract)
+    layout = feature_layout(contract)
     training = customers(50_000, seed=1)
     pipeline = modeling.build_pipeline(contract, kind, "classification", {})  # type: ignore[arg-type]
     frame = modeling.features_frame(training, layout)
@@ -149,7 +150,7 @@ def run_pipeline(
     assert published.rows_published == scored.rows_scored, (published, scored)
     seconds["total"] = sum(seconds.values())
     seconds["rows"] = published.rows_published
-    seconds["publish_detail"] = published.seconds  # type: ignore[assignment]
+    seconds["publish_detail"] = published.seconds
     return seconds
 
 
@@ -271,7 +272,7 @@ def main() -> None:
             "models_root": str(work / "models"),
         }
     )
-    layout = modeling.feature_layout(load_contract(settings.contracts_dir, "customers", 1))
+    layout = feature_layout(load_contract(settings.contracts_dir, "customers", 1))
     bundles = Path(tempfile.mkdtemp(prefix="bench-bundles-"))
     db = Database.from_settings(settings)
     fitted = {kind: register(settings, db, kind, bundles) for kind in args.models}

@@ -17,7 +17,9 @@ import datetime
 
 from airflow.sdk import DAG, task
 
-from jobs import orchestration
+from jobs import serving_prune
+from jobs.spark_tasks import spark_job
+from precompute.database import Database
 from precompute.settings import Settings
 
 with DAG(
@@ -35,18 +37,12 @@ with DAG(
     @task
     def serving() -> str:
         """Serving partitions beyond the retention, except aliased versions."""
-        from jobs import serving_prune as serving_tables
-        from precompute import database
-
         settings = Settings()
-        removed = serving_tables.prune(
-            database.database_url(settings, "writer"),
-            database.unreachable_hint(settings),
-            settings.serving_versions_kept,
-        )
+        db = Database.from_settings(settings)
+        removed = serving_prune.prune(db.url("writer"), db.hint, settings.serving_versions_kept)
         return "; ".join(f"removed {r.model} v{r.version} ({r.rows} rows)" for r in removed) or (
             "nothing to remove"
         )
 
-    orchestration.spark_job("maintenance", task_id="lake")
+    spark_job("maintenance", task_id="lake")
     serving()

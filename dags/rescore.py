@@ -22,7 +22,8 @@ import datetime
 from airflow.sdk import DAG, Param, task
 from airflow.sdk.exceptions import AirflowSkipException
 
-from jobs import orchestration
+from jobs.run_check import check_run
+from jobs.spark_tasks import spark_job
 from precompute import names
 from precompute.settings import Settings
 
@@ -54,8 +55,12 @@ with DAG(
     @task
     def plan(params: dict | None = None) -> dict:  # type: ignore[type-arg]
         """Resolve the version; name the run."""
+        # The planner reads the registry, which loads pyarrow: imported when the task runs, not
+        # each time Airflow parses this file.
+        from jobs.run_planning import plan_score
+
         stamp = names.run_stamp()
-        chosen = orchestration.plan_score(Settings(), (params or {}) | {"mode": "full"}, stamp)
+        chosen = plan_score(Settings(), (params or {}) | {"mode": "full"}, stamp)
         assert chosen is not None  # a full rescore always has rows to plan
         print(f"run {chosen.run_id}: every current entity with {chosen.model} v{chosen.version}")
         return {
@@ -69,19 +74,19 @@ with DAG(
     def check(chosen: dict) -> str:  # type: ignore[type-arg]
         """Counts must add up; drift must be within its limit."""
         settings = Settings()
-        return orchestration.check_run(
-            settings, chosen["run_id"], chosen["max_rejected_share"], settings.max_psi
-        )
+        return check_run(settings, chosen["run_id"], chosen["max_rejected_share"], settings.max_psi)
 
     @task
     def promote(params: dict | None = None) -> str:  # type: ignore[type-arg]
         """Champion -> the rescored version, when the Param asks."""
+        from jobs.promotion import promote_version  # the registry loads pyarrow (see plan)
+
         p = params or {}
         if not p.get("promote"):
             raise AirflowSkipException("the promote Param is off: the champion is unchanged")
-        return orchestration.promote_version(Settings(), p["model"], int(p["version"]))
+        return promote_version(Settings(), p["model"], int(p["version"]))
 
     planned = plan()
-    score = orchestration.spark_job("score", "plan.score")
-    publish = orchestration.spark_job("publish", "plan.publish")
+    score = spark_job("score", "plan.score")
+    publish = spark_job("publish", "plan.publish")
     planned >> score >> publish >> check(planned) >> promote()  # type: ignore[arg-type]

@@ -26,7 +26,8 @@ import datetime
 from airflow.sdk import DAG, Param, TriggerRule, task
 from airflow.sdk.exceptions import AirflowSkipException
 
-from jobs import orchestration
+from jobs.run_check import check_run
+from jobs.spark_tasks import spark_job
 from precompute import names
 from precompute.names import CHAMPION
 from precompute.settings import Settings
@@ -86,8 +87,12 @@ with DAG(
     @task
     def plan(params: dict | None = None) -> dict:  # type: ignore[type-arg]
         """Resolve the model version and the batch; skip when a scheduled run finds none."""
+        # The planner reads the registry and the lake, which load pyarrow: imported when the
+        # task runs, not each time Airflow parses this file.
+        from jobs.run_planning import plan_score
+
         stamp = names.run_stamp()
-        chosen = orchestration.plan_score(Settings(), params or {}, stamp)
+        chosen = plan_score(Settings(), params or {}, stamp)
         if chosen is None:
             raise AirflowSkipException("no new batch under the landing root: nothing to score")
         print(f"run {chosen.run_id}: {chosen.mode} with {chosen.model} v{chosen.version}")
@@ -109,15 +114,11 @@ with DAG(
     def check(chosen: dict) -> str:  # type: ignore[type-arg]
         """Counts must add up; rejected share and drift must be within their limits."""
         settings = Settings()
-        return orchestration.check_run(
-            settings, chosen["run_id"], chosen["max_rejected_share"], settings.max_psi
-        )
+        return check_run(settings, chosen["run_id"], chosen["max_rejected_share"], settings.max_psi)
 
     planned = plan()
-    ingest = orchestration.spark_job("ingest", "plan.ingest")
-    score = orchestration.spark_job(
-        "score", "plan.score", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
-    )
-    publish = orchestration.spark_job("publish", "plan.publish")
+    ingest = spark_job("ingest", "plan.ingest")
+    score = spark_job("score", "plan.score", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+    publish = spark_job("publish", "plan.publish")
     route(planned) >> [ingest, score]  # type: ignore[arg-type]
     ingest >> score >> publish >> check(planned)  # type: ignore[arg-type]

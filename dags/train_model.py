@@ -22,8 +22,8 @@ import json
 from airflow.sdk import DAG, Param, task
 from airflow.sdk.exceptions import AirflowSkipException
 
-from jobs import orchestration
-from jobs.modeling import MODEL_KINDS
+from jobs.model_kinds import MODEL_KINDS
+from jobs.spark_tasks import spark_job
 from precompute.settings import Settings
 
 with DAG(
@@ -83,26 +83,32 @@ with DAG(
             args += ["--param", f"{name}={json.dumps(value)}"]
         return args
 
-    train = orchestration.spark_job("train", "arguments")
+    train = spark_job("train", "arguments")
 
     @task
     def evaluate(params: dict | None = None) -> dict:  # type: ignore[type-arg]
         """The challenger's metric against the champion's."""
-        comparison = orchestration.compare_challenger(Settings(), (params or {})["model"])
+        # The registry loads pyarrow: imported when the task runs, not each time Airflow parses
+        # this file.
+        from jobs.promotion import compare_challenger
+
+        comparison = compare_challenger(Settings(), (params or {})["model"])
         print(comparison.summary())
         return dataclasses.asdict(comparison)
 
     @task
     def promote(compared: dict, params: dict | None = None) -> str:  # type: ignore[type-arg]
         """Champion -> challenger, when the Param asks and the metric is better."""
-        comparison = orchestration.Comparison(**compared)
+        from jobs.promotion import Comparison, promote_challenger  # pyarrow (see evaluate)
+
+        comparison = Comparison(**compared)
         if not (params or {}).get("promote"):
             raise AirflowSkipException(
                 f"not promoted (the promote Param is off): {comparison.summary()}"
             )
         if not comparison.beats_champion:
             raise AirflowSkipException(f"not promoted: {comparison.summary()}")
-        return orchestration.promote_challenger(Settings(), comparison)
+        return promote_challenger(Settings(), comparison)
 
     arguments() >> train
     promote(train >> evaluate())

@@ -17,8 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from jobs import validation
 from jobs.lake import Txn, lake
 from jobs.run_records import IngestCounts, RunRecorder
+from jobs.spark import spark_session
 from precompute.commands import job_main
 from precompute.contracts import Contract, load_contract
 from precompute.database import Database
@@ -28,8 +30,8 @@ from precompute.settings import Settings
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
+    from jobs.batch_files import Format
     from jobs.lake import CommitResult, Lake, Target
-    from jobs.landing import Format
 
 
 class RejectedShareExceeded(PrecomputeError):
@@ -119,7 +121,8 @@ def _ingest(
 ) -> IngestResult:
     # Imported here, not at the top: `precompute` builds its parser from this module, and
     # these pull in pyarrow, which every other command would pay for at start-up.
-    from jobs import landing, validation
+    from jobs.batch_files import batch_files, detect_format, read_errors
+    from jobs.batch_reader import read_batch
 
     engine = lake(spark, settings)
     ingested_at = datetime.datetime.now(datetime.UTC)
@@ -141,10 +144,10 @@ def _ingest(
             already_ingested=True,
         )
 
-    files = landing.batch_files(request.input_path)
-    fmt = request.format or landing.detect_format(files)
-    raw = landing.read_batch(spark, files, fmt, contract)
-    with landing.read_errors(files):
+    files = batch_files(request.input_path)
+    fmt = request.format or detect_format(files)
+    raw = read_batch(spark, files, fmt, contract)
+    with read_errors(files):
         validated = validation.validate(raw, contract)  # its duplicate check reads the batch
         counts, q = _quarantine(engine, validated, targets, txn, metadata(run_id, request.batch_id))
     recorder.record_ingest(counts)
@@ -157,7 +160,7 @@ def _ingest(
             "to incoming. Fix the input, or rerun with a higher --max-rejected-share to "
             "append the valid rows."
         )
-    with landing.read_errors(files):
+    with read_errors(files):
         i = engine.append(
             validated.where(validated[validation.ROUTE] == validation.INCOMING),
             targets[validation.INCOMING],
@@ -180,10 +183,9 @@ def _quarantine(
     a second job), so the rejected share is known before incoming is touched. Incoming is a
     second pass: caching the validated rows instead measured slower than reading again.
     """
+    # pyspark is heavy: `precompute` builds its parser from this module.
     from pyspark.sql import Observation
     from pyspark.sql import functions as F
-
-    from jobs import validation
 
     route = validated[validation.ROUTE]
     seen = Observation(f"ingest-{txn.app_id}")
@@ -247,8 +249,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Start Spark and ingest the batch the arguments name."""
-    from jobs.spark import spark_session
-
     spark = spark_session(settings, "precompute-ingest")
     print(ingest(spark, settings, request_from(args)).summary())
     return 0

@@ -96,7 +96,7 @@ class Lake:
         return f"{self.lake_uri}/{table}"
 
     def exists(self, table: str) -> bool:
-        from delta.tables import DeltaTable
+        from delta.tables import DeltaTable  # delta-spark loads pyspark: only when a job runs
 
         return bool(DeltaTable.isDeltaTable(self.spark, self.table_uri(table)))
 
@@ -122,6 +122,7 @@ class Lake:
         metadata: Mapping[str, str] | None = None,
     ) -> CommitResult:
         """Append `df` to one table in one transaction (a no-op when `txn` is already there)."""
+        # pyspark is heavy: the command line reaches this module (through ingest) at start-up.
         from pyspark.errors import AnalysisException
         from pyspark.sql import functions as F
 
@@ -174,7 +175,7 @@ class Lake:
 
     def history(self, table: str, limit: int | None = None) -> list[TableHistoryEntry]:
         """The table's commits, newest first."""
-        from delta.tables import DeltaTable
+        from delta.tables import DeltaTable  # delta-spark loads pyspark: only when a job runs
 
         rows = DeltaTable.forPath(self.spark, self.table_uri(table)).history(limit).collect()
         return [
@@ -190,7 +191,7 @@ class Lake:
 
     def optimize(self, table: str, zorder_by: Sequence[str] = ()) -> dict[str, Any]:
         """Compact small files (Z-ordered by `zorder_by` when given); Delta's figures."""
-        from delta.tables import DeltaTable
+        from delta.tables import DeltaTable  # delta-spark loads pyspark: only when a job runs
 
         builder = DeltaTable.forPath(self.spark, self.table_uri(table)).optimize()
         result = builder.executeZOrderBy(*zorder_by) if zorder_by else builder.executeCompaction()
@@ -199,7 +200,7 @@ class Lake:
 
     def vacuum(self, table: str, retention_hours: int) -> int:
         """Delete files no version newer than the retention reads; how many were deleted."""
-        from delta.tables import DeltaTable
+        from delta.tables import DeltaTable  # delta-spark loads pyspark: only when a job runs
 
         before = self.history(table, 1)[0].version
         # Delta refuses a retention under a week unless told: the operator set this one
@@ -225,7 +226,7 @@ def lake(spark: SparkSession, settings: Settings) -> Lake:
 def _literal(value: Any) -> Any:
     """A constant column; whole numbers as longs, the type every table here stores them in
     (Spark would make a small one an int, which Delta refuses to append to a long column)."""
-    from pyspark.sql import functions as F
+    from pyspark.sql import functions as F  # pyspark is heavy: only when a job runs
 
     if isinstance(value, int) and not isinstance(value, bool):
         return F.lit(value).cast("long")

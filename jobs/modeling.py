@@ -8,27 +8,24 @@ one, encodes as all zeros. `jobs.bundle.export` writes exactly this shape as an 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
-from precompute.contracts import Column, Contract
-from precompute.errors import PrecomputeError
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from sklearn.base import BaseEstimator
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
-if TYPE_CHECKING:  # scikit-learn, pandas and pyarrow load only when a model is built
-    import numpy as np
-    import pandas as pd
-    import pyarrow as pa
-    from sklearn.base import BaseEstimator
-    from sklearn.pipeline import Pipeline
+from jobs.model_kinds import FeatureLayout, ModelKind, ModelSpecError, Task, feature_layout
+from precompute.contracts import Contract
 
-ModelKind = Literal["logistic_regression", "linear_regression", "random_forest", "decision_tree"]
-Task = Literal["classification", "regression"]
-MODEL_KINDS: tuple[ModelKind, ...] = (
-    "logistic_regression",
-    "linear_regression",
-    "random_forest",
-    "decision_tree",
-)
 SCALED_KINDS = ("logistic_regression", "linear_regression")
 # Defaults that train in seconds on a laptop; --param overrides any of them.
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -39,59 +36,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-class ModelSpecError(PrecomputeError):
-    """The model asked for cannot be built from this contract and these parameters."""
-
-
-@dataclass(frozen=True)
-class FeatureLayout:
-    """Which contract features are numeric and which categorical, in pipeline order."""
-
-    numeric: tuple[str, ...]
-    categorical: tuple[Column, ...]
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return (*self.numeric, *(c.name for c in self.categorical))
-
-
-def feature_layout(contract: Contract) -> FeatureLayout:
-    numeric, categorical = [], []
-    for column in contract.features:
-        if column.type in ("long", "double", "boolean"):
-            numeric.append(column.name)
-        elif column.type == "string" and column.allowed:
-            categorical.append(column)
-        else:
-            raise ModelSpecError(
-                f"feature {column.name!r} ({column.type}"
-                f"{', no allowed values' if column.type == 'string' else ''}) cannot be a model "
-                "input: models take numbers, booleans, and strings with `allowed` values"
-            )
-    return FeatureLayout(tuple(numeric), tuple(categorical))
-
-
-def task_for(kind: ModelKind, label: Column, requested: Task | None) -> Task:
-    implied: Task | None = {"logistic_regression": "classification"}.get(kind)  # type: ignore[assignment]
-    if kind == "linear_regression":
-        implied = "regression"
-    task = requested or implied or ("regression" if label.type == "double" else "classification")
-    if implied is not None and task != implied:
-        raise ModelSpecError(f"{kind} does {implied}, not {task}")
-    if task == "regression" and label.type not in ("double", "long"):
-        raise ModelSpecError(f"regression needs a numeric label; {label.name} is {label.type}")
-    return task
-
-
 def build_pipeline(
     contract: Contract, kind: ModelKind, task: Task, params: dict[str, Any] | None = None
 ) -> Pipeline:
-    import numpy as np
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
     layout = feature_layout(contract)
     numeric_steps: list[tuple[str, Any]] = [
         ("impute", SimpleImputer(strategy="mean", keep_empty_features=True))
@@ -114,10 +61,6 @@ def build_pipeline(
 
 
 def _estimator(kind: ModelKind, task: Task, params: dict[str, Any]) -> BaseEstimator:
-    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
-    from sklearn.linear_model import LinearRegression, LogisticRegression
-    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
-
     classes: dict[tuple[str, str], type[BaseEstimator]] = {
         ("logistic_regression", "classification"): LogisticRegression,
         ("linear_regression", "regression"): LinearRegression,
@@ -140,11 +83,6 @@ def _estimator(kind: ModelKind, task: Task, params: dict[str, Any]) -> BaseEstim
 def features_frame(table: pa.Table, layout: FeatureLayout) -> pd.DataFrame:
     """Arrow columns as the pipeline takes them: numbers and booleans as float64 with NaN for a
     missing value, categories as Python strings or None (the runtime converts the same way)."""
-    import numpy as np
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     data: dict[str, Any] = {}
     for name in layout.numeric:
         data[name] = pc.cast(table.column(name), pa.float64()).to_numpy(zero_copy_only=False)
@@ -155,8 +93,6 @@ def features_frame(table: pa.Table, layout: FeatureLayout) -> pd.DataFrame:
 
 def positive_scores(pipeline: Pipeline, frame: pd.DataFrame, task: Task) -> np.ndarray:
     """What the runtime must reproduce: P(positive class), or the regression prediction."""
-    import numpy as np
-
     if task == "classification":
         return np.asarray(pipeline.predict_proba(frame)[:, 1], dtype=np.float64)
     return np.asarray(pipeline.predict(frame), dtype=np.float64)

@@ -66,7 +66,7 @@ def run_metrics(scores: DataFrame, task: str, reference: dict[str, Any] | None) 
     Two Spark passes over the `score` column: summary figures and quantiles, then one
     grouping that fills both the histogram and the reference's bins.
     """
-    from pyspark.sql import functions as F
+    from pyspark.sql import functions as F  # pyspark is heavy: only when a job runs
 
     score = F.col("score")
     count, mean, std, low, high, quantiles = scores.agg(

@@ -51,7 +51,7 @@ def target(model: str, model_version_id: int, run_id: str, scored_at: datetime.d
 
 def run_rows(engine: Lake, run_id: str, scored_at: datetime.datetime) -> DataFrame:
     """The predictions one run wrote."""
-    from pyspark.sql import functions as F
+    from pyspark.sql import functions as F  # pyspark is heavy: only when a job runs
 
     # The partition is the UTC date; a timestamp read back from PostgreSQL may carry another zone.
     day = scored_at.astimezone(datetime.UTC).date()

@@ -30,7 +30,7 @@ def spark_conf(settings: Settings, app_name: str, submitted_master: str | None) 
         # Producers' CSV comes in more encodings than the few Spark 4 allows by default.
         "spark.sql.legacy.javaCharsets": "true",
         # pandas writes nanosecond timestamps, which Spark cannot read as timestamps: read them
-        # as their numbers, which ingest converts knowing the unit (jobs.landing).
+        # as their numbers, which ingest converts knowing the unit (jobs.batch_reader).
         "spark.sql.legacy.parquet.nanosAsLong": "true",
         "spark.sql.adaptive.enabled": "true",
         # With pruning on, a CSV line with too few or too many fields is not flagged as
@@ -73,6 +73,7 @@ def spark_conf(settings: Settings, app_name: str, submitted_master: str | None) 
 
 def spark_session(settings: Settings, app_name: str) -> SparkSession:
     """Start (or join) the Spark session for a job, configured from the settings."""
+    # pyspark is heavy: the command line and the DAGs import this module without starting Spark.
     from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
 

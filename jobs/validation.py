@@ -19,7 +19,7 @@ import datetime
 from typing import TYPE_CHECKING
 
 from jobs.lake import Target
-from jobs.landing import SOURCE_FILE, RawBatch
+from jobs.raw_batch import SOURCE_FILE, RawBatch
 from precompute import rules
 from precompute.contracts import Column, Contract
 
@@ -85,7 +85,7 @@ def targets(contract: Contract, batch_id: str, ingested_at: datetime.datetime) -
 
 def validate(raw: RawBatch, contract: Contract) -> DataFrame:
     """Type every column, check every rule, and route each row with its reasons."""
-    from pyspark.sql import functions as F
+    from pyspark.sql import functions as F  # pyspark is heavy: loaded when a job validates
 
     # Each step is its own projection and later steps refer to its columns by name: Spark
     # then computes a typed value or the row's verdict once, instead of once per use.
@@ -155,8 +155,8 @@ def validate(raw: RawBatch, contract: Contract) -> DataFrame:
 def _typed(column: Column, source_type: str) -> tuple[SparkColumn, SparkColumn]:
     """The value in the contract's type, and when the raw value failed to become it. Text must
     have the type's exact form (`rules.TEXT_FORMS`) before it is converted; a typed Parquet
-    column arrives in a type `jobs.landing` checked fits."""
-    from pyspark.sql import functions as F
+    column arrives in a type `jobs.batch_reader` checked fits."""
+    from pyspark.sql import functions as F  # pyspark is heavy: loaded when a job validates
 
     raw = F.col(column.name)
     present = raw.isNotNull()
@@ -191,7 +191,7 @@ SPARK_TYPES = {
 
 def _condition(rule: rules.Rule, type_error: SparkColumn) -> SparkColumn:
     """When a row breaks `rule`, as `rules.check_record` decides it for one record."""
-    from pyspark.sql import functions as F
+    from pyspark.sql import functions as F  # pyspark is heavy: loaded when a job validates
 
     name = rule.column.name
     value = F.col(f"_t_{name}")
@@ -215,7 +215,7 @@ def _condition(rule: rules.Rule, type_error: SparkColumn) -> SparkColumn:
 
 def _flag_duplicates(df: DataFrame) -> DataFrame:
     """Add `_dup`: the row's entity id occurs more than once in the batch."""
-    from pyspark.sql import functions as F
+    from pyspark.sql import functions as F  # pyspark is heavy: loaded when a job validates
 
     duplicated = (
         df.where(F.col("_id").isNotNull())
@@ -233,6 +233,6 @@ def _flag_duplicates(df: DataFrame) -> DataFrame:
 
 
 def _reason(code: str, column: str | None) -> SparkColumn:
-    from pyspark.sql import functions as F
+    from pyspark.sql import functions as F  # pyspark is heavy: loaded when a job validates
 
     return F.struct(F.lit(code).alias("code"), F.lit(column).cast("string").alias("column"))

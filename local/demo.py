@@ -102,7 +102,7 @@ def _sample_data(settings: Settings) -> str:
 
 
 def _airflow(settings: Settings, report: Callable[[str], None]) -> Airflow:
-    from jobs.orchestration import airflow_environment, api_server_environment
+    from jobs.airflow_environment import airflow_environment, api_server_environment
 
     airflow = service(settings, "airflow")
     base = f"http://127.0.0.1:{settings.airflow_port}"

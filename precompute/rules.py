@@ -116,6 +116,7 @@ def row_rules(contract: Contract) -> list[Rule]:
 
 def servable(entity_id: Any) -> Any:
     """A Spark condition: the id can be stored and looked up (publish leaves others out)."""
+    # pyspark is heavy, and the lookup API runs these rules on score requests without it.
     from pyspark.sql import functions as F
 
     return ~entity_id.rlike(CONTROL_CHARACTERS) & (F.length(entity_id) <= ID_MAX_LENGTH)

@@ -1,4 +1,8 @@
-"""The one typed settings object, read from the environment with embedded defaults under var/."""
+"""The one typed settings object, read from the environment with embedded defaults under var/.
+
+Over 300 lines because `Settings` is one class with a documented field per setting; split, a
+reader would have to look in several places for what can be set.
+"""
 
 from __future__ import annotations
 

@@ -19,6 +19,8 @@ import pytest
 from psycopg2 import sql
 from sqlalchemy.engine import make_url
 
+from jobs.airflow_environment import airflow_environment
+from jobs.model_kinds import feature_layout
 from local.embedded_pg import embedded_server
 from precompute import database
 from precompute.settings import Settings, get_settings
@@ -216,9 +218,8 @@ def platform_env(
 ) -> Iterator[Env]:
     """A migrated database (dropped afterwards) and a lake, landing and models root under
     `root`; `Env.variables` holds what a process needs to run the jobs and Airflow against
-    them (`jobs.orchestration.airflow_environment` included), plus `variables`. Nothing here
+    them (`jobs.airflow_environment` included), plus `variables`. Nothing here
     changes this process's environment."""
-    from jobs import orchestration
     from precompute import migrations
 
     name = f"test_dags_{uuid.uuid4().hex[:8]}"
@@ -237,7 +238,7 @@ def platform_env(
             for key, value in variables.items():  # Settings reads only the environment
                 patch.setenv(key, value)
             job_settings = Settings()
-        variables |= orchestration.airflow_environment(job_settings)
+        variables |= airflow_environment(job_settings)
         yield Env(job_settings, url, root, variables)
     finally:
         drop_database(admin_url, name)
@@ -300,13 +301,14 @@ def export_model(
     params: dict[str, Any] | None = None,
 ) -> tuple[Any, Path]:
     """Fit the training pipeline on `table`/`target` and write its bundle; (pipeline, path)."""
+    # scikit-learn takes seconds to import: only the tests that fit a model pay for it.
     from jobs import modeling
     from jobs.bundle.export import export_bundle
 
     contract = contract or customers_contract()
     task = task or ("regression" if kind == "linear_regression" else "classification")
     pipeline = modeling.build_pipeline(contract, kind, task, params)  # type: ignore[arg-type]
-    frame = modeling.features_frame(table, modeling.feature_layout(contract))
+    frame = modeling.features_frame(table, feature_layout(contract))
     pipeline.fit(frame, target)
     metadata = {
         "model_kind": kind,

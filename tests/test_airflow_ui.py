@@ -23,7 +23,7 @@ from browser import page
 from conftest import Env, dagbag, export_model, platform_env
 from playwright.sync_api import Locator, Page, expect
 
-from jobs import orchestration
+from jobs.airflow_environment import api_server_environment
 from jobs.registration import register
 from jobs.sample_data import customers, with_bad_rows
 from local.airflow_rest import Airflow
@@ -59,7 +59,7 @@ def start_standalone(env: Env, timeout: float = 240) -> tuple[Service, Standalon
     port = free_port()
     variables = env.variables | {
         "AIRFLOW_HOME": str(home),
-        **orchestration.api_server_environment(port),
+        **api_server_environment(port),
         # New DAGs start paused, so the daily maintenance DAG cannot run beside the test's run;
         # the trigger form unpauses the DAG it triggers, as a user would see.
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",

@@ -15,11 +15,12 @@ from conftest import customers_contract, export_model
 from sklearn import datasets
 
 from jobs import modeling
+from jobs.bundle.backends import Backend, gpu_available
 from jobs.bundle.format import BundleError, read_bundle
 from jobs.bundle.program import build_program
-from jobs.bundle.runtime import Backend, ScoringError, compile_bundle, gpu_available
+from jobs.bundle.runtime import ScoringError, compile_bundle
 from jobs.bundle.trees import Forest, array_kernel, float32_floor, to_treelite
-from jobs.modeling import Task
+from jobs.model_kinds import Task, feature_layout
 from jobs.sample_data import customers
 from precompute.contracts import Contract
 
@@ -86,7 +87,7 @@ def test_runtime_scores_equal_scikit_learn_on_synthetic_data(
 ) -> None:
     pipeline, path = synthetic["models"][(kind, task)]
     held_out = synthetic["held_out"]
-    layout = modeling.feature_layout(synthetic["contract"])
+    layout = feature_layout(synthetic["contract"])
     expected = modeling.positive_scores(pipeline, modeling.features_frame(held_out, layout), task)
 
     out = backend(read_bundle(path)).score(held_out)
@@ -134,7 +135,7 @@ def test_runtime_scores_equal_scikit_learn_on_builtin_data(
     pipeline, path = export_model(
         tmp_path, kind, train, target[order[:cut]], contract, task, params
     )
-    layout = modeling.feature_layout(contract)
+    layout = feature_layout(contract)
     expected = modeling.positive_scores(pipeline, modeling.features_frame(held_out, layout), task)
 
     out = backend(read_bundle(path)).score(held_out)

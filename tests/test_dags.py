@@ -25,9 +25,10 @@ from conftest import (
     states,
 )
 
-from jobs import bundle_store, orchestration
+from jobs import bundle_store
 from jobs.bundle.format import read_bundle
 from jobs.registry import Registry
+from jobs.run_check import RunCheckFailed, check_run
 from jobs.sample_data import customers, with_bad_rows
 from precompute import database
 from precompute.database import Database
@@ -276,10 +277,10 @@ def test_the_check_fails_runs_over_the_limits_or_whose_counts_do_not_add_up(env:
         "short": "90 rows scored but 100 accepted",
     }
     for run_id, reason in cases.items():
-        with pytest.raises(orchestration.RunCheckFailed, match=re.escape(reason)):
-            orchestration.check_run(env.settings, run_id, 0.05, 0.25)
+        with pytest.raises(RunCheckFailed, match=re.escape(reason)):
+            check_run(env.settings, run_id, 0.05, 0.25)
         [(state, error)] = fetch_all(
             env.admin_url, "SELECT state, error FROM precompute.runs WHERE run_id = %s", (run_id,)
         )
         assert state == "failed" and error.startswith("check: ") and reason in error
-    assert "PSI 0.0100" in orchestration.check_run(env.settings, "fine", 0.05, 0.25)
+    assert "PSI 0.0100" in check_run(env.settings, "fine", 0.05, 0.25)

@@ -17,8 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import fetch_all
 
+from jobs.batch_files import InputError
 from jobs.ingest import IngestRequest, RejectedShareExceeded, ingest
-from jobs.landing import InputError
+from jobs.run_planning import next_landed_batch
 from precompute.settings import Settings
 
 HEADER = (
@@ -359,8 +360,6 @@ def test_a_killed_ingest_leaves_the_tables_unchanged_and_a_rerun_completes(
 def test_the_scheduler_picks_a_batch_up_until_the_lake_holds_it(
     spark: Any, job_settings: Settings
 ) -> None:
-    from jobs.orchestration import next_landed_batch
-
     landing = Path(job_settings.landing_root)
     rejected = write_csv(landing / "s1", [*good_lines(1), BAD_CSV["range"][0], BAD_CSV["type"][0]])
     assert next_landed_batch(job_settings, "customers") == ("s1", str(rejected))

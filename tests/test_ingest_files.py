@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import fetch_all
 
+from jobs.batch_files import InputError
 from jobs.ingest import IngestRequest, ingest
-from jobs.landing import InputError
 from precompute.settings import Settings
 
 HEADER = (

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from jobs import landing, validation
+from jobs import validation
+from jobs.batch_reader import read_batch
 from precompute import rules
 from precompute.contracts import Contract, parse_contract
 
@@ -192,7 +193,7 @@ def test_python_and_spark_give_the_same_verdict_on_every_value(
         in_python[line] = sorted(set(rules.check_record(contract, record)))
 
     # Ingest's path: the same lines read and validated by Spark.
-    raw = landing.read_batch(spark, [str(batch)], "json", contract)
+    raw = read_batch(spark, [str(batch)], "json", contract)
     rows = validation.validate(raw, contract).select("_q_raw", "_q_reasons").collect()
     in_spark: dict[str, list[tuple[str, str]]] = {line: [] for line in lines}
     for row in rows:

@@ -27,6 +27,7 @@ from pydantic import SecretStr
 from jobs import bundle_store, predictions, serving_prune
 from jobs.bundle.format import read_bundle
 from jobs.bundle.runtime import compile_bundle
+from jobs.fitting import train
 from jobs.ingest import IngestRequest, ingest
 from jobs.lake import Txn, lake
 from jobs.publish import PublishInputError, publish
@@ -35,7 +36,7 @@ from jobs.run_records import CountMismatch, RunRecorder
 from jobs.sample_data import customers, with_bad_rows
 from jobs.score import ScoreRequest, score
 from jobs.score_input import ScoreInputError
-from jobs.train import TrainRequest, train
+from jobs.train_request import TrainRequest
 from precompute import database, serving_store
 from precompute.database import Database
 from precompute.settings import Settings
@@ -68,6 +69,7 @@ def setup(
         }
     )
     training = write_batch(root / "training", customers(3000, seed=1))
+    db = Database.from_settings(job_settings)
     versions = []
     for kind, alias in (("logistic_regression", "champion"), ("decision_tree", "challenger")):
         request = TrainRequest(
@@ -78,10 +80,10 @@ def setup(
             params={"max_depth": 5} if kind == "decision_tree" else {},
             aliases=(alias,),
         )
-        versions.append(train(spark, job_settings, request).version)
+        versions.append(train(spark, job_settings, db, request).version)
     return Setup(
         job_settings,
-        Database.from_settings(job_settings),
+        db,
         jobs_database,
         database.with_role(jobs_database, "reader", settings),
         versions[0],

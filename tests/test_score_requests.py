@@ -18,7 +18,8 @@ from conftest import create_database, drop_database, fetch_all
 from psycopg2.extras import Json
 from pydantic import SecretStr
 
-from jobs import orchestration, score_requests
+from jobs import score_requests
+from jobs.run_planning import pending_requests
 from precompute import database, migrations
 from precompute.contracts import Contract, parse_contract
 from precompute.database import Database
@@ -254,13 +255,13 @@ def test_a_claim_is_a_lease_other_runs_wait_for(db: Db) -> None:
 
     assert claim(db, first).count == 1
     assert claim(db, second).count == 0  # the first run's lease holds
-    assert orchestration.pending_requests(db.settings, MODEL) == 0
+    assert pending_requests(Database.from_settings(db.settings), MODEL) == 0
     assert claim(db, first).count == 1  # a rerun of the same run takes its own back
     assert state(db, request_id) == ("scoring", first, 2, None, True)
 
     score_requests.release(Database.from_settings(db.settings), first)  # as a failing run does
 
-    assert orchestration.pending_requests(db.settings, MODEL) == 1
+    assert pending_requests(Database.from_settings(db.settings), MODEL) == 1
     assert claim(db, second).count == 1
     assert state(db, request_id) == ("scoring", second, 3, None, True)
 

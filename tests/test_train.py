@@ -13,10 +13,14 @@ import pytest
 from conftest import run_cli
 
 from jobs import bundle_store
+from jobs.batch_files import InputError
 from jobs.bundle.format import read_bundle
+from jobs.bundle.runtime import compile_bundle
+from jobs.fitting import train
 from jobs.sample_data import customers
-from jobs.train import TrainingDataError, TrainRequest, train
+from jobs.train_request import TrainingDataError, TrainRequest
 from precompute.contracts import ContractError
+from precompute.database import Database
 from precompute.settings import Settings
 
 
@@ -33,6 +37,7 @@ def test_training_from_files_registers_a_challenger_with_metrics_and_reference(
     result = train(
         spark,
         job_settings,
+        Database.from_settings(job_settings),
         TrainRequest(
             model="churn-files",
             dataset="customers",
@@ -59,8 +64,6 @@ def test_training_from_files_registers_a_challenger_with_metrics_and_reference(
     assert version.input_schema["dataset"] == "customers"
     assert [f["name"] for f in version.input_schema["features"]][:2] == ["age", "tenure_months"]
     # The registered bundle scores new customers through the bundle store's checked load.
-    from jobs.bundle.runtime import compile_bundle
-
     bundle = read_bundle(bundle_store.load_bytes(version))
     plan = compile_bundle(bundle, "cpu", model_version_id=version.version_id)
     out = plan.score(customers(10, seed=12, label=False))
@@ -81,6 +84,7 @@ def test_training_from_a_delta_table_records_the_version_it_read(
     result = train(
         spark,
         job_settings,
+        Database.from_settings(job_settings),
         TrainRequest(
             model="churn-delta",
             dataset="customers",
@@ -119,6 +123,7 @@ def test_training_data_that_breaks_the_contract_fails_naming_rows_and_reasons(
         train(
             spark,
             job_settings,
+            Database.from_settings(job_settings),
             TrainRequest(
                 model="churn-bad", dataset="customers", kind="decision_tree", input_path=str(data)
             ),
@@ -133,12 +138,11 @@ def test_a_missing_label_column_and_a_one_class_label_are_refused(
     spark: Any, job_settings: Settings, tmp_path: Path
 ) -> None:
     no_label = write_batch(tmp_path / "nolabel", customers(100, seed=41, label=False))
-    from jobs.landing import InputError
-
     with pytest.raises(InputError, match="missing required columns churned"):
         train(
             spark,
             job_settings,
+            Database.from_settings(job_settings),
             TrainRequest(
                 model="churn-x", dataset="customers", kind="decision_tree", input_path=str(no_label)
             ),
@@ -151,6 +155,7 @@ def test_a_missing_label_column_and_a_one_class_label_are_refused(
         train(
             spark,
             job_settings,
+            Database.from_settings(job_settings),
             TrainRequest(
                 model="churn-x",
                 dataset="customers",

@@ -41,6 +41,8 @@ TREE_OPS = (
 
 def _mleap() -> Any:
     # Importing mleap's scikit-learn modules attaches its serializers to scikit-learn classes.
+    # Imported when a bundle is written, and in this order: the serializer works on the
+    # scikit-learn classes the modules above have patched.
     for module in ("pipeline", "logistic", "tree.tree", "ensemble.forest"):
         importlib.import_module(f"mleap.sklearn.{module}")
     from mleap.bundle.serialize import MLeapSerializer

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as ds
+from deltalake import DeltaTable
 
 from jobs.bundle.format import Bundle, BundleError, read_bundle
 from jobs.bundle.program import build_program
@@ -155,9 +157,6 @@ def check_rows(
 ) -> pa.Table:
     """Up to `limit` rows to check a model on: the file or folder given, else the exact data it
     was trained on (the Delta table at its recorded version, or the recorded files)."""
-    import pyarrow.dataset as ds
-    from deltalake import DeltaTable
-
     where = input_path
     try:
         if input_path is None and training_data and "delta_table" in training_data:

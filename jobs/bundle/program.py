@@ -7,16 +7,26 @@ parse is refused with its node's name before any row is scored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
+from jobs.bundle.folding import fold_linear
 from jobs.bundle.format import Bundle, BundleError, Node
-from jobs.bundle.trees import Forest, forest_from_nodes
-
-Kind = Literal["numeric", "string", "vector"]
-Task = Literal["classification", "regression"]
+from jobs.bundle.steps import (
+    Assemble,
+    Impute,
+    Index,
+    Input,
+    Kind,
+    Linear,
+    OneHot,
+    Program,
+    Scale,
+    Step,
+    Trees,
+)
+from jobs.bundle.trees import forest_from_nodes
 
 # Attributes each op may carry; anything else is refused rather than silently ignored.
 ATTRIBUTES: dict[str, frozenset[str]] = {
@@ -43,109 +53,6 @@ MODEL_OPS = frozenset(
     }
 )
 SUPPORTED_OPS = tuple(ATTRIBUTES)
-
-
-@dataclass(frozen=True)
-class Impute:
-    source: str
-    target: str
-    surrogate: float
-    missing_value: float | None  # besides null and NaN
-
-
-@dataclass(frozen=True)
-class Index:
-    source: str
-    target: str
-    labels: tuple[str, ...]
-    keep_invalid: bool  # unknown or null -> len(labels); else the row is an error
-
-
-@dataclass(frozen=True)
-class OneHot:
-    source: str
-    target: str
-    size: int
-    width: int
-    keep_invalid: bool
-
-
-@dataclass(frozen=True)
-class Assemble:
-    sources: tuple[str, ...]
-    target: str
-
-
-@dataclass(frozen=True)
-class Scale:
-    source: str
-    target: str
-    mean: np.ndarray | None
-    std: np.ndarray | None
-
-
-@dataclass(frozen=True)
-class Linear:
-    source: str
-    coefficients: np.ndarray
-    intercept: float
-    logistic: bool
-
-
-@dataclass(frozen=True)
-class Trees:
-    source: str
-    forest: Forest
-
-
-@dataclass(frozen=True)
-class NumericTerm:
-    column: str
-    weight: float
-    surrogate: float | None  # imputed value for null/NaN; None: the column is used as is
-    missing_value: float | None
-
-
-@dataclass(frozen=True)
-class CategoryTerm:
-    column: str
-    labels: tuple[str, ...]
-    weights: np.ndarray  # weight per label index, plus 0 for the unknown index len(labels)
-    keep_invalid: bool
-
-
-@dataclass(frozen=True)
-class LinearTerms:
-    """A linear model with its imputers, scaler and one-hot encoders folded into one weight per
-    column (and per category): z = intercept + sum of weight * value, with no feature matrix.
-    Scaling folds as w * (x - mean) / std = (w / std) * x - w * mean / std."""
-
-    numeric: tuple[NumericTerm, ...]
-    categorical: tuple[CategoryTerm, ...]
-    intercept: float
-    logistic: bool
-
-
-Step = Impute | Index | OneHot | Assemble | Scale | Linear | Trees | LinearTerms
-
-
-@dataclass(frozen=True)
-class Input:
-    """A column the bundle reads from the batch."""
-
-    name: str
-    kind: Literal["numeric", "string"]
-    nulls_allowed: bool  # only an imputer (or a keep-invalid indexer) reads it
-
-
-@dataclass(frozen=True)
-class Program:
-    inputs: tuple[Input, ...]
-    steps: tuple[Step, ...]
-    task: Task
-    model_op: str
-    threshold: float  # a classifier's label is the positive class when score > threshold
-    num_features: int
 
 
 def build_program(bundle: Bundle, *, fold: bool = True) -> Program:
@@ -224,59 +131,6 @@ def build_program(bundle: Bundle, *, fold: bool = True) -> Program:
         threshold=float(model.attributes.get("threshold", 0.5)),
         num_features=width,
     )
-
-
-def fold_linear(steps: list[Step], kinds: dict[str, tuple[Kind, int]]) -> LinearTerms | None:
-    """The linear model as per-column terms, when its input is built only from imputed or raw
-    numeric columns (optionally standardised) and one-hot encoded categories; else None."""
-    model = steps[-1]
-    assert isinstance(model, Linear)
-    producer = {getattr(s, "target", None): s for s in steps[:-1]}
-    final = producer.get(model.source)
-    if not isinstance(final, Assemble):
-        return None
-    numeric: list[NumericTerm] = []
-    categorical: list[CategoryTerm] = []
-    intercept = model.intercept
-    offset = 0
-    for block in final.sources:
-        width = kinds[block][1]
-        w = model.coefficients[offset : offset + width]
-        offset += width
-        source = producer.get(block)
-        if isinstance(source, OneHot):
-            index = producer.get(source.source)
-            if not isinstance(index, Index) or source.size != len(index.labels):
-                return None
-            weights = np.zeros(len(index.labels) + 1)
-            weights[:width] = w  # codes past the width (the dropped slots) add nothing
-            categorical.append(
-                CategoryTerm(index.source, index.labels, weights, index.keep_invalid)
-            )
-            continue
-        mean = std = None
-        if isinstance(source, Scale):
-            mean, std = source.mean, source.std
-            source = producer.get(source.source)
-        columns = source.sources if isinstance(source, Assemble) else (block,)
-        if isinstance(source, Assemble) and len(columns) != width:
-            return None
-        for j, column in enumerate(columns):
-            weight = float(w[j])
-            if std is not None:
-                weight = weight / std[j] if std[j] != 0 else 0.0
-            if mean is not None:
-                intercept -= weight * mean[j]
-            impute = producer.get(column)
-            if isinstance(impute, Impute):
-                numeric.append(
-                    NumericTerm(impute.source, weight, impute.surrogate, impute.missing_value)
-                )
-            elif impute is None and kinds[column][0] == "numeric":
-                numeric.append(NumericTerm(column, weight, None, None))
-            else:
-                return None
-    return LinearTerms(tuple(numeric), tuple(categorical), intercept, model.logistic)
 
 
 def _check_attributes(node: Node) -> None:

@@ -195,6 +195,7 @@ def to_treelite(forest: Forest) -> Any:
     """The forest as a treelite model: `<=` splits, mean of leaves, float64 throughout (treelite
     wants one type for both). The float32-floored thresholds widen exactly, so float32 inputs
     widened to float64 take the same branches."""
+    # treelite loads scipy (over half a second): only the GPU's nvforest kernel needs it.
     import treelite.model_builder as tmb
 
     builder = tmb.ModelBuilder(

@@ -1,105 +1,29 @@
-"""Incoming batch files: find them, check they can be read and have the contract's columns,
-and read them into Spark as raw rows, before anything is written anywhere."""
+"""Read a batch's files into Spark as raw rows, one reader per format, after checking every file
+up front (readable, the contract's columns, Parquet types that fit the contract)."""
 
 from __future__ import annotations
 
 import csv
-import io
 import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
 
+from jobs.batch_files import UTF8, Format, InputError, check_columns, head_lines
+from jobs.raw_batch import CORRUPT, ENCODING_ERROR, RAW, SOURCE_FILE, RawBatch
 from precompute.contracts import Contract
-from precompute.errors import PrecomputeError
 
-if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
-
-Format = Literal["csv", "json", "parquet"]
-EXTENSIONS: dict[str, Format] = {
-    ".csv": "csv",
-    ".csv.gz": "csv",
-    ".json": "json",
-    ".jsonl": "json",
-    ".ndjson": "json",
-    ".json.gz": "json",
-    ".jsonl.gz": "json",
-    ".parquet": "parquet",
-}
-CORRUPT = "_corrupt_record"
-RAW = "_raw_line"
-SOURCE_FILE = "_source_file"
-ENCODING_ERROR = "_encoding_error"
 SAMPLE_LINES = 200
-UTF8 = "utf-8"
 # Text is read as ISO-8859-1, one character per byte whatever the bytes are, and decoded as
 # UTF-8 afterwards, field by field: a field whose bytes are not UTF-8 is then seen as such
 # (readers otherwise put U+FFFD in its place without a word), and kept as it came.
 BYTES = "ISO-8859-1"
 BOM = "\ufeff"
-
-
-class InputError(PrecomputeError):
-    """The batch cannot be ingested as given: nothing was written."""
-
-
-@dataclass(frozen=True)
-class RawBatch:
-    """The batch as read: contract columns as they came (strings for text formats)."""
-
-    df: DataFrame
-    corrupt_column: str | None  # where a text reader puts lines it could not parse
-    raw_column: str | None = None  # the row as it came, where the reader keeps it
-    encoding_column: str | None = None  # true where the row's bytes are not valid text
-
-
-def batch_files(path: str) -> list[str]:
-    """The data files of a batch: one file, or every visible file under a folder."""
-    if "://" not in path:
-        path = os.path.abspath(path)
-    fs, root = pafs.FileSystem.from_uri(path)
-    info = fs.get_file_info(root)
-    if info.type == pafs.FileType.NotFound:
-        raise InputError(f"input {path} does not exist")
-    if info.type == pafs.FileType.File:
-        return [root]
-    listing = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-    files = sorted(
-        i.path
-        for i in listing
-        if i.type == pafs.FileType.File
-        and not any(part.startswith(("_", ".")) for part in i.path[len(root) :].split("/"))
-    )
-    if not files:
-        raise InputError(f"input folder {path} holds no data files")
-    return files
-
-
-def detect_format(files: list[str]) -> Format:
-    """The one format all files share, from their extensions."""
-    found: dict[Format, list[str]] = {}
-    unknown = []
-    for name in files:
-        fmt = next((f for ext, f in EXTENSIONS.items() if name.lower().endswith(ext)), None)
-        if fmt is None:
-            unknown.append(name)
-        else:
-            found.setdefault(fmt, []).append(name)
-    if unknown:
-        raise InputError(
-            f"cannot tell the format of {', '.join(unknown[:5])}: expected extensions "
-            f"{', '.join(EXTENSIONS)} (or pass --format)"
-        )
-    if len(found) > 1:
-        raise InputError(f"a batch must have one format; found {', '.join(sorted(found))}")
-    return next(iter(found))
 
 
 def read_batch(spark: SparkSession, files: list[str], fmt: Format, contract: Contract) -> RawBatch:
@@ -109,31 +33,6 @@ def read_batch(spark: SparkSession, files: list[str], fmt: Format, contract: Con
     if fmt == "csv":
         return _read_csv(spark, files, contract)
     return _read_json(spark, files, contract)
-
-
-def check_columns(contract: Contract, present: set[str], where: str) -> None:
-    missing = [c.name for c in contract.columns if c.name not in present]
-    if missing:
-        raise InputError(
-            f"{where} is missing required columns {', '.join(missing)} (contract {contract.ref})"
-        )
-
-
-def _head_lines(path: str, count: int, encoding: str = UTF8) -> list[str]:
-    fs, root = pafs.FileSystem.from_uri(path)
-    # utf-8-sig drops the byte-order mark spreadsheet programs write at the start.
-    codec = "utf-8-sig" if encoding == UTF8 else encoding
-    try:
-        with fs.open_input_stream(root, compression="detect") as stream:
-            text = io.TextIOWrapper(stream, encoding=codec, errors="replace", newline="")
-            lines = []
-            for line in text:
-                lines.append(line)
-                if len(lines) >= count:
-                    break
-            return lines
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc}") from exc
 
 
 def _read_parquet(spark: SparkSession, files: list[str], contract: Contract) -> RawBatch:
@@ -171,8 +70,6 @@ def _read_parquet(spark: SparkSession, files: list[str], contract: Contract) -> 
 def _parquet_column(name: str, schema: pa.Schema) -> Any:
     """The column as Spark should see it: nanosecond timestamps arrive as their count of
     nanoseconds (Spark has no such type) and become microseconds, Delta's precision."""
-    from pyspark.sql import functions as F
-
     found = schema.field(name).type
     if pa.types.is_timestamp(found) and found.unit == "ns":
         return F.timestamp_micros(F.floor(F.col(name) / 1000)).alias(name)
@@ -212,12 +109,9 @@ def _fits(found: pa.DataType, wanted: str) -> bool:
 def _read_csv(spark: SparkSession, files: list[str], contract: Contract) -> RawBatch:
     """RFC 4180 CSV: quoted fields may hold separators, doubled quotes and line breaks; a
     byte-order mark is ignored; fields not valid in the contract's encoding are flagged."""
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import StringType, StructField, StructType
-
     by_header: dict[tuple[str, ...], list[str]] = {}
     for path in files:
-        lines = _head_lines(path, 1, contract.encoding)
+        lines = head_lines(path, 1, contract.encoding)
         if not lines:
             raise InputError(f"{path} is empty: a CSV file needs at least its header line")
         header = tuple(next(csv.reader([lines[0]])))
@@ -270,9 +164,6 @@ def _read_csv(spark: SparkSession, files: list[str], contract: Contract) -> RawB
 def _read_json(spark: SparkSession, files: list[str], contract: Contract) -> RawBatch:
     """JSON lines, in UTF-8 as JSON requires; a line that is not valid UTF-8 is flagged and
     kept as it came (one character per byte)."""
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import StringType, StructField, StructType
-
     if contract.encoding != UTF8:
         raise InputError(
             f"contract {contract.ref} declares {contract.encoding} text, but JSON lines are "
@@ -280,7 +171,7 @@ def _read_json(spark: SparkSession, files: list[str], contract: Contract) -> Raw
         )
     seen: set[str] = set()
     for path in files:
-        for line in _head_lines(path, SAMPLE_LINES):
+        for line in head_lines(path, SAMPLE_LINES):
             try:
                 record = json.loads(line)
             except ValueError:
@@ -310,46 +201,9 @@ def _read_json(spark: SparkSession, files: list[str], contract: Contract) -> Raw
 
 def _utf8(column: Any) -> Any:
     """A column read as ISO-8859-1, decoded as UTF-8; null where its bytes are not UTF-8."""
-    from pyspark.sql import functions as F
-
     # Casting binary to string copies the bytes unchecked; try_validate_utf8 then checks them.
     return F.try_validate_utf8(F.encode(column, BYTES).cast("string"))
 
 
 def _source_file() -> Any:
-    from pyspark.sql import functions as F
-
     return F.col("_metadata.file_path").alias(SOURCE_FILE)
-
-
-@contextmanager
-def read_errors(files: list[str]) -> Iterator[None]:
-    """Turn a failure Spark meets while reading one of `files` (a truncated gzip, a line too
-    long for memory, a file that vanished) into one line naming the file and the cause, instead
-    of a Java stack trace. Failures that name none of the files pass through unchanged."""
-    try:
-        yield
-    except Exception as exc:  # Py4JJavaError and PySparkException share no narrower base
-        text = str(exc)
-        named = next((f for f in files if _uri(f) in text or f in text), None)
-        if named is None:
-            raise
-        raise InputError(f"cannot read {named}: {_root_cause(exc)}") from None
-
-
-def _uri(path: str) -> str:
-    return path if "://" in path else f"file://{path}"
-
-
-def _root_cause(exc: Exception) -> str:
-    """The innermost Java exception's class and message: what actually went wrong."""
-    java = getattr(exc, "java_exception", None)
-    if java is not None:
-        while java.getCause() is not None:
-            java = java.getCause()
-        name = str(java.getClass().getSimpleName())
-        message = java.getMessage()
-        return f"{name}: {message}" if message else name
-    causes = [line for line in str(exc).splitlines() if line.startswith("Caused by: ")]
-    last = causes[-1].removeprefix("Caused by: ") if causes else str(exc).strip().splitlines()[0]
-    return last.split(": ", 1)[-1] if ": " in last else last

@@ -1,0 +1,120 @@
+"""The array steps a checked bundle lowers to, and the program they make up.
+
+`jobs.bundle.program` builds a `Program` from a bundle; `jobs.bundle.runtime` runs its steps on a
+backend. Each step reads and writes named columns; only the model step's output is a score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from jobs.bundle.trees import Forest
+
+Kind = Literal["numeric", "string", "vector"]
+Task = Literal["classification", "regression"]
+
+
+@dataclass(frozen=True)
+class Impute:
+    source: str
+    target: str
+    surrogate: float
+    missing_value: float | None  # besides null and NaN
+
+
+@dataclass(frozen=True)
+class Index:
+    source: str
+    target: str
+    labels: tuple[str, ...]
+    keep_invalid: bool  # unknown or null -> len(labels); else the row is an error
+
+
+@dataclass(frozen=True)
+class OneHot:
+    source: str
+    target: str
+    size: int
+    width: int
+    keep_invalid: bool
+
+
+@dataclass(frozen=True)
+class Assemble:
+    sources: tuple[str, ...]
+    target: str
+
+
+@dataclass(frozen=True)
+class Scale:
+    source: str
+    target: str
+    mean: np.ndarray | None
+    std: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class Linear:
+    source: str
+    coefficients: np.ndarray
+    intercept: float
+    logistic: bool
+
+
+@dataclass(frozen=True)
+class Trees:
+    source: str
+    forest: Forest
+
+
+@dataclass(frozen=True)
+class NumericTerm:
+    column: str
+    weight: float
+    surrogate: float | None  # imputed value for null/NaN; None: the column is used as is
+    missing_value: float | None
+
+
+@dataclass(frozen=True)
+class CategoryTerm:
+    column: str
+    labels: tuple[str, ...]
+    weights: np.ndarray  # weight per label index, plus 0 for the unknown index len(labels)
+    keep_invalid: bool
+
+
+@dataclass(frozen=True)
+class LinearTerms:
+    """A linear model with its imputers, scaler and one-hot encoders folded into one weight per
+    column (and per category): z = intercept + sum of weight * value, with no feature matrix.
+    Scaling folds as w * (x - mean) / std = (w / std) * x - w * mean / std."""
+
+    numeric: tuple[NumericTerm, ...]
+    categorical: tuple[CategoryTerm, ...]
+    intercept: float
+    logistic: bool
+
+
+Step = Impute | Index | OneHot | Assemble | Scale | Linear | Trees | LinearTerms
+
+
+@dataclass(frozen=True)
+class Input:
+    """A column the bundle reads from the batch."""
+
+    name: str
+    kind: Literal["numeric", "string"]
+    nulls_allowed: bool  # only an imputer (or a keep-invalid indexer) reads it
+
+
+@dataclass(frozen=True)
+class Program:
+    inputs: tuple[Input, ...]
+    steps: tuple[Step, ...]
+    task: Task
+    model_op: str
+    threshold: float  # a classifier's label is the positive class when score > threshold
+    num_features: int
