@@ -16,10 +16,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from jobs.airflow_environment import airflow_environment, api_server_environment
 from local.airflow_rest import Airflow
 from local.embedded_pg import embedded_server
 from local.http import call, healthy
 from local.processes import service
+from lookup_api.core import keys
 from precompute import database, migrations, names
 from precompute.errors import PrecomputeError
 from precompute.private_files import write_private
@@ -78,6 +80,8 @@ def _database(settings: Settings) -> str:
 
 def _sample_data(settings: Settings) -> str:
     """The training table and the incoming batch, unless they exist."""
+    # pyarrow, deltalake and numpy take a second to import, and every `precompute` command
+    # imports this module: only the demo's first run writes sample data.
     import pyarrow.parquet as pq
     from deltalake import DeltaTable, write_deltalake
 
@@ -102,7 +106,6 @@ def _sample_data(settings: Settings) -> str:
 
 
 def _airflow(settings: Settings, report: Callable[[str], None]) -> Airflow:
-    from jobs.airflow_environment import airflow_environment, api_server_environment
 
     airflow = service(settings, "airflow")
     base = f"http://127.0.0.1:{settings.airflow_port}"
@@ -154,7 +157,6 @@ def _run_state(settings: Settings, run_id: str) -> str | None:
 
 def _lookup_api(settings: Settings) -> tuple[str, str]:
     """The API's address and a key for the demo (made once, kept in var/demo)."""
-    from lookup_api.core import keys
 
     base = f"http://127.0.0.1:{settings.api_port}"
     api = service(settings, "lookup-api")

@@ -2,6 +2,8 @@
 (`local/`) under them, then the jobs and the lookup API side by side, then the shared core in
 `precompute/`, which imports nothing of the project above it.
 
+An import inside a function must say why it waits (a heavy or optional dependency) in a comment.
+
 Read from the source (every import, those inside functions included; `TYPE_CHECKING` blocks
 excepted, since they never run), so a wrong-way import fails here before it knots the code.
 """
@@ -95,3 +97,32 @@ def test_the_check_sees_a_wrong_way_import(tmp_path: Path) -> None:
         "def f():\n    from local import demo\n"
     )
     assert list(imported(source, KNOWN)) == ["local", "local.demo"]
+
+
+def uncommented_local_imports(path: Path) -> Iterator[str]:
+    """Imports inside functions with no comment saying why: on the line, or above it among the
+    function's other imports (an import needs a reason to wait until the function runs)."""
+    lines = path.read_text().splitlines()
+    for node in ast.walk(ast.parse("\n".join(lines))):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for statement in ast.walk(node):
+            if not isinstance(statement, ast.Import | ast.ImportFrom):
+                continue
+            above = statement.lineno - 1  # 0-based index of the import's line
+            while above > 0 and _import_or_comment(lines[above - 1]):
+                above -= 1
+            block = lines[above : statement.lineno]
+            if not any("#" in line for line in block):
+                where = f"{path.relative_to(ROOT)}:{statement.lineno}"
+                yield f"{where}: {lines[statement.lineno - 1].strip()}"
+
+
+def _import_or_comment(line: str) -> bool:
+    text = line.strip()
+    return not text or text.startswith(("import ", "from ", "#"))
+
+
+def test_every_import_inside_a_function_says_why() -> None:
+    found = [line for path in KNOWN.values() for line in uncommented_local_imports(path)]
+    assert not found, "imports inside functions without a comment saying why:\n" + "\n".join(found)

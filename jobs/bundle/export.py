@@ -45,7 +45,7 @@ def _mleap() -> Any:
     # scikit-learn classes the modules above have patched.
     for module in ("pipeline", "logistic", "tree.tree", "ensemble.forest"):
         importlib.import_module(f"mleap.sklearn.{module}")
-    from mleap.bundle.serialize import MLeapSerializer
+    from mleap.bundle.serialize import MLeapSerializer  # only after the patching above
 
     return MLeapSerializer
 
