@@ -9,8 +9,6 @@ from pathlib import Path
 
 from cli.parsers import Commands
 from jobs import bundle_store
-from jobs.bundle import mleap_check
-from jobs.bundle.format import read_bundle
 from jobs.registry import Registry
 from precompute import serving_store
 from precompute.database import Database
@@ -117,6 +115,11 @@ def rollback(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def verify(args: argparse.Namespace, settings: Settings) -> int:
+    # pyarrow.dataset loads pandas (over a second) and the bundle reader numpy: only this
+    # command needs them.
+    from jobs.bundle import mleap_check
+    from jobs.bundle.format import read_bundle
+
     name, _, number = args.name.partition("@")
     if number and not number.isdigit():
         raise PrecomputeError(f"{args.name!r}: write NAME or NAME@VERSION, e.g. churn@3")
