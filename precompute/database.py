@@ -76,7 +76,7 @@ def _credentials(settings: Settings) -> dict[Role, tuple[str, str]]:
 class Database:
     """The project's database, each role's URL resolved once from the settings."""
 
-    admin_url: str
+    admin_url: str = field(repr=False)  # holds the admin password
     hint: str
     # The other roles' (user, password): secrets, kept out of the repr.
     credentials: Mapping[Role, tuple[str, str]] = field(repr=False)
