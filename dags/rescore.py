@@ -22,6 +22,7 @@ import datetime
 from airflow.sdk import DAG, Param, task
 from airflow.sdk.exceptions import AirflowSkipException
 
+from jobs.promotion import promote_version
 from jobs.run_check import check_run
 from jobs.spark_tasks import spark_job
 from precompute import names
@@ -55,8 +56,8 @@ with DAG(
     @task
     def plan(params: dict | None = None) -> dict:  # type: ignore[type-arg]
         """Resolve the version; name the run."""
-        # The planner reads the registry, which loads pyarrow: imported when the task runs, not
-        # each time Airflow parses this file.
+        # The planner finds landed batches with deltalake, which loads pyarrow: imported when
+        # the task runs, not each time Airflow parses this file.
         from jobs.run_planning import plan_score
 
         stamp = names.run_stamp()
@@ -79,7 +80,6 @@ with DAG(
     @task
     def promote(params: dict | None = None) -> str:  # type: ignore[type-arg]
         """Champion -> the rescored version, when the Param asks."""
-        from jobs.promotion import promote_version  # the registry loads pyarrow (see plan)
 
         p = params or {}
         if not p.get("promote"):

@@ -23,6 +23,7 @@ from airflow.sdk import DAG, Param, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from jobs.model_kinds import MODEL_KINDS
+from jobs.promotion import Comparison, compare_challenger, promote_challenger
 from jobs.spark_tasks import spark_job
 from precompute.settings import Settings
 
@@ -88,10 +89,6 @@ with DAG(
     @task
     def evaluate(params: dict | None = None) -> dict:  # type: ignore[type-arg]
         """The challenger's metric against the champion's."""
-        # The registry loads pyarrow: imported when the task runs, not each time Airflow parses
-        # this file.
-        from jobs.promotion import compare_challenger
-
         comparison = compare_challenger(Settings(), (params or {})["model"])
         print(comparison.summary())
         return dataclasses.asdict(comparison)
@@ -99,7 +96,6 @@ with DAG(
     @task
     def promote(compared: dict, params: dict | None = None) -> str:  # type: ignore[type-arg]
         """Champion -> challenger, when the Param asks and the metric is better."""
-        from jobs.promotion import Comparison, promote_challenger  # pyarrow (see evaluate)
 
         comparison = Comparison(**compared)
         if not (params or {}).get("promote"):

@@ -30,7 +30,7 @@ import datetime
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from jobs import bundle_store, predictions, score_requests
 from jobs.lake import Lake, Txn, lake
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 Mode = names.RunMode
-Device = Literal["auto", "cpu", "gpu"]
+Device = names.Device
 
 
 @dataclass(frozen=True)

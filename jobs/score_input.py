@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from jobs.ingest import ingest_txn
 from jobs.lake import Lake
 from jobs.run_records import RunRecorder
+from jobs.validation import incoming_table
 from precompute.errors import PrecomputeError
 from precompute.names import RunMode
 
@@ -30,10 +31,7 @@ def input_rows(
     recorder: RunRecorder,
 ) -> tuple[DataFrame, int | None]:
     """The rows to score, and how many there must be (None when nothing says)."""
-    # pyspark is heavy, and jobs.validation loads pyarrow: imported only when a run scores.
-    from pyspark.sql import functions as F
-
-    from jobs.validation import incoming_table
+    from pyspark.sql import functions as F  # pyspark is heavy: imported only when a run scores
 
     table = incoming_table(dataset)
     if not engine.exists(table):

@@ -14,10 +14,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.bundle.backends import Device
 from jobs.bundle.format import read_bundle
 from jobs.bundle.program import build_program
 from jobs.bundle.runtime import compile_bundle
+from precompute.names import Device
 
 Batches = Iterator[pa.RecordBatch]
 

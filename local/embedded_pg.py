@@ -36,7 +36,6 @@ from precompute.database import EMBEDDED_PASSWORD_FILE, EMBEDDED_SUPERUSER, embe
 from precompute.private_files import write_private
 from precompute.settings import Settings
 
-SUPERUSER = EMBEDDED_SUPERUSER
 START_TIMEOUT_S = 60
 
 # Written on every start so that tuning changes apply without a re-init. Loopback only.
@@ -211,7 +210,7 @@ class EmbeddedPostgres:
                     str(binaries_dir() / "initdb"),
                     "-D",
                     str(self.data_dir),
-                    f"--username={SUPERUSER}",
+                    f"--username={EMBEDDED_SUPERUSER}",
                     f"--pwfile={pwfile}",
                     "--auth=scram-sha-256",
                     "--encoding=UTF8",

@@ -19,6 +19,9 @@ READ_SCOPE = "predictions:read"
 SUBMIT_SCOPE = "score-requests:write"
 SCOPES = (READ_SCOPE, SUBMIT_SCOPE)
 
+# Where a model scores: "auto" takes a GPU when one is present.
+Device = Literal["auto", "cpu", "gpu"]
+
 # Run ids. A batch's run is named by its batch, so rescoring the same batch with the same version
 # is the same run (and a rerun changes nothing); a full rescore or a run for score requests has
 # no batch to name it, so it is named by when it was planned.

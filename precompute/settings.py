@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from precompute.names import Device
+
 # Placeholders that are fine on a laptop and refused in production.
 DEV_WRITER_PASSWORD = "precompute-writer-dev"
 DEV_READER_PASSWORD = "precompute-reader-dev"
@@ -86,7 +88,7 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='Extra Spark settings as JSON, e.g. {"spark.executor.memory": "8g"}.',
     )
-    scoring_device: Literal["auto", "cpu", "gpu"] = Field(
+    scoring_device: Device = Field(
         "auto", description="Where models score: 'auto' uses a GPU when one is present."
     )
     spark_gpu_task_share: float = Field(

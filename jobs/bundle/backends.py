@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -16,8 +16,8 @@ import pyarrow.compute as pc
 
 from jobs.bundle.format import BundleError
 from jobs.bundle.trees import Forest, array_kernel, cpu_kernel, to_treelite
+from precompute.names import Device
 
-Device = Literal["auto", "cpu", "gpu"]
 GPU_CHUNK_ROWS = 1_000_000  # rows per whole-array tree pass on a GPU (bounds device memory)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.bundle.backends import Backend, Device, backend_for
+from jobs.bundle.backends import Backend, backend_for
 from jobs.bundle.format import Bundle, BundleError
 from jobs.bundle.program import build_program
 from jobs.bundle.steps import (
@@ -32,6 +32,7 @@ from jobs.bundle.steps import (
     Step,
     Trees,
 )
+from precompute.names import Device
 
 
 class ScoringError(BundleError):
