@@ -44,13 +44,14 @@ def run(settings: Settings) -> int:
         print(f"[{time.monotonic() - started:6.1f}s] {text}", flush=True)
 
     step(f"database: {_database(settings)}")
+    db = database.Database.from_settings(settings)  # once the embedded server has its password
     step(_sample_data(settings))
     airflow = _airflow(settings, step)
-    champion = _champion(settings)
+    champion = _champion(db)
     if champion is None:
         step("training the model: train_model DAG, triggered through the REST API")
         _run_dag(airflow, "train_model", {"table": TRAINING_TABLE, "promote": True}, step)
-        champion = _champion(settings)
+        champion = _champion(db)
         if champion is None:
             raise PrecomputeError(
                 f"train_model succeeded but {MODEL} has no champion to score with"
@@ -58,15 +59,15 @@ def run(settings: Settings) -> int:
     else:
         step(f"model: {MODEL} has a champion (v{champion}); not retrained")
     run_id = names.run_id("incremental", MODEL, champion, BATCH)
-    if _run_state(settings, run_id) != "succeeded":
+    if _run_state(db, run_id) != "succeeded":
         step(f"scoring batch {BATCH}: score_batch DAG, triggered through the REST API")
         batch = str(Path(settings.landing_root) / BATCH)
         _run_dag(airflow, "score_batch", {"input_path": batch, "batch_id": BATCH}, step)
     else:
         step(f"batch {BATCH}: already scored and published (run {run_id})")
-    api, key = _lookup_api(settings)
+    api, key = _lookup_api(settings, db)
     step(f"lookup API: {api}")
-    _show(settings, api, key, run_id, time.monotonic() - started)
+    _show(settings, db, api, key, run_id, time.monotonic() - started)
     return 0
 
 
@@ -138,8 +139,8 @@ def _run_dag(
     airflow.wait(dag_id, run_id, lambda text: report(f"  {dag_id} {text}"))
 
 
-def _champion(settings: Settings) -> int | None:
-    rows = database.Database.from_settings(settings).fetch(
+def _champion(db: database.Database) -> int | None:
+    rows = db.fetch(
         "reader",
         "SELECT v.version FROM precompute.model_aliases a JOIN precompute.models m "
         "USING (model_id) JOIN precompute.model_versions v USING (version_id) "
@@ -149,13 +150,13 @@ def _champion(settings: Settings) -> int | None:
     return int(str(rows[0][0])) if rows else None
 
 
-def _run_state(settings: Settings, run_id: str) -> str | None:
+def _run_state(db: database.Database, run_id: str) -> str | None:
     sql = "SELECT state FROM precompute.runs WHERE run_id = %s"
-    rows = database.Database.from_settings(settings).fetch("reader", sql, (run_id,))
+    rows = db.fetch("reader", sql, (run_id,))
     return str(rows[0][0]) if rows else None
 
 
-def _lookup_api(settings: Settings) -> tuple[str, str]:
+def _lookup_api(settings: Settings, db: database.Database) -> tuple[str, str]:
     """The API's address and a key for the demo (made once, kept in var/demo)."""
 
     base = f"http://127.0.0.1:{settings.api_port}"
@@ -166,8 +167,7 @@ def _lookup_api(settings: Settings) -> tuple[str, str]:
         api.wait_healthy(base + "/readyz", 60)
     key_file = settings.var_dir / "demo" / "api-key"
     if not key_file.is_file():
-        writer = database.database_url(settings, "writer")
-        key, _ = keys.create(writer, database.unreachable_hint(settings), "demo", (keys.READ,))
+        key, _ = keys.create(db.url("writer"), db.hint, "demo", (keys.READ,))
         key_file.parent.mkdir(parents=True, exist_ok=True)
         write_private(key_file, key)
     return base, key_file.read_text().strip()
@@ -178,8 +178,10 @@ def _get(url: str, key: str, body: dict[str, list[str]] | None = None) -> str:
     return answer.text() if answer.ok else f"{answer.status}: {answer.text()}"
 
 
-def _show(settings: Settings, api: str, key: str, run_id: str, seconds: float) -> None:
-    [(state, read, quarantined, published)] = database.Database.from_settings(settings).fetch(
+def _show(
+    settings: Settings, db: database.Database, api: str, key: str, run_id: str, seconds: float
+) -> None:
+    [(state, read, quarantined, published)] = db.fetch(
         "reader",
         "SELECT state, rows_read, rows_quarantined, rows_published FROM analytics.runs "
         "WHERE run_id = %s",
@@ -212,7 +214,7 @@ Lookups (the demo's API key is in {key_file}):
     passwords = settings.airflow_home / "simple_auth_manager_passwords.json.generated"
     print(f"""
 SQL for analysts (read-only role; the views are described with \\dv+ analytics.*):
-  psql "{database.database_url(settings, "reader")}" -c "{query}"
+  psql "{db.url("reader")}" -c "{query}"
 
 Airflow UI: http://127.0.0.1:{settings.airflow_port}
   user admin, password {_airflow_password(settings)} (kept in {passwords})

@@ -17,19 +17,30 @@ from conftest import create_database, created_key, drop_database, fetch_all, run
 from precompute import database, migrations, serving_store
 from precompute.settings import Settings
 
-SEED = """
+
+def models_seed(versions: int) -> str:
+    """SQL: the model `churn` with `versions` versions, whose bundles are nowhere (what is
+    served is seeded directly, never scored)."""
+    return f"""
 INSERT INTO precompute.models (name, task) VALUES ('churn', 'classification');
 INSERT INTO precompute.model_versions
     (model_id, version, model_kind, bundle_uri, bundle_sha256, input_schema)
 SELECT model_id, v, 'logistic_regression', 'file:///nowhere/v' || v || '.zip', repeat('0', 64),
-       '{"dataset": "customers", "version": 1}'
-  FROM precompute.models, generate_series(1, 2) v;
+       '{{"dataset": "customers", "version": 1}}'
+  FROM precompute.models, generate_series(1, {versions}) v;
+"""
+
+
+SEED = (
+    models_seed(2)
+    + """
 INSERT INTO precompute.model_aliases (model_id, alias, version_id)
 SELECT model_id, CASE version WHEN 1 THEN 'champion' ELSE 'challenger' END, version_id
   FROM precompute.model_versions;
 INSERT INTO precompute.runs (run_id, mode, batch_id, state, rows_scored, rows_published)
 VALUES ('seed-run', 'incremental', 'b1', 'succeeded', 3, 3);
 """
+)
 # Served scores of entities c0, c1, c2 by version id.
 SCORES = {1: (0.9, 0.2, 0.6), 2: (0.1, 0.8, 0.3)}
 FEATURES = {

@@ -12,6 +12,7 @@ import io
 from typing import Any
 
 import pytest
+from api_support import models_seed
 from conftest import fetch_all
 from pydantic import SecretStr
 
@@ -23,14 +24,7 @@ from precompute import database, migrations
 from precompute import serving_store as store
 from precompute.settings import Settings
 
-SEED = """
-INSERT INTO precompute.models (name, task) VALUES ('churn', 'classification');
-INSERT INTO precompute.model_versions
-    (model_id, version, model_kind, bundle_uri, bundle_sha256, input_schema)
-SELECT model_id, v, 'logistic_regression', 'file:///nowhere/v' || v || '.zip', repeat('0', 64),
-       '{"dataset": "customers", "version": 1}'
-  FROM precompute.models, generate_series(1, 3) v;
-"""
+SEED = models_seed(3)
 SCORED_AT = datetime.datetime(2026, 12, 1, 12, tzinfo=datetime.UTC)
 Row = tuple[str, float, str | None]  # entity_id, score, label: store.COPY_COLUMNS
 
