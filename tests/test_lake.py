@@ -94,6 +94,11 @@ def test_the_same_transaction_twice_is_a_no_op(engine: Lake, spark: Any) -> None
     assert (again.committed, again.version) == (False, 0)
     assert engine.read("things").count() == 1000
     assert engine.committed_version("things", "load") == 1
+    # delta-rs and Spark's own log read agree (Spark's is the way for stores delta-rs cannot read).
+    assert engine._committed_version_by_spark("things", "load") == 1
+    assert engine.committed_version("things", "other") is None
+    assert engine._committed_version_by_spark("things", "other") is None
+    assert engine.committed_version("missing", "load") is None
     # The transaction is checked before writing, so a rerun writes no files either.
     assert sorted(Path(engine.table_uri("things")).rglob("*.parquet")) == files
 
