@@ -7,8 +7,8 @@ lookups meanwhile; the new version's answers can be compared side by side throug
 (`?version=N`) or in SQL (`precompute.predictions` by `model_version_id`).
 
 1. **plan**: resolves the version and names the run `rescore-MODEL-vN-TIME`.
-2. **score** (`jobs/score.py --mode full`) and **publish** (`jobs/publish.py`), as in
-   `score_batch`; a full rescore swaps the version's partition in one transaction.
+2. **stages** (`jobs/stages.py`): score every current entity and publish, as in `score_batch`;
+   a full rescore swaps the version's partition in one transaction.
 3. **check**: counts add up and the drift (PSI against the version's training reference) is
    within `PRECOMPUTE_MAX_PSI`.
 4. **promote**: when the `promote` Param is on, the version becomes the champion: lookups switch
@@ -23,7 +23,7 @@ from airflow.sdk import DAG, Param, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from jobs.promotion import promote_version
-from jobs.run_check import check_run
+from jobs.run_check import check_runs
 from jobs.spark_tasks import spark_job
 from precompute import names
 from precompute.settings import Settings
@@ -58,24 +58,20 @@ with DAG(
         """Resolve the version; name the run."""
         # The planner finds landed batches with deltalake, which loads pyarrow: imported when
         # the task runs, not each time Airflow parses this file.
-        from jobs.run_planning import plan_score
+        from jobs.run_planning import plan_runs, stages_args
 
-        stamp = names.run_stamp()
-        chosen = plan_score(Settings(), (params or {}) | {"mode": "full"}, stamp)
-        assert chosen is not None  # a full rescore always has rows to plan
+        [chosen] = plan_runs(Settings(), (params or {}) | {"mode": "full"}, names.run_stamp())
         print(f"run {chosen.run_id}: every current entity with {chosen.model} v{chosen.version}")
         return {
-            "run_id": chosen.run_id,
-            "score": chosen.score_args(),
-            "publish": chosen.publish_args(),
+            "run_ids": [chosen.run_id],
+            "stages": stages_args([chosen]),
             "max_rejected_share": chosen.max_rejected_share,
         }
 
     @task
-    def check(chosen: dict) -> str:  # type: ignore[type-arg]
+    def check(planned: dict) -> str:  # type: ignore[type-arg]
         """Counts must add up; drift must be within its limit."""
-        settings = Settings()
-        return check_run(settings, chosen["run_id"], chosen["max_rejected_share"], settings.max_psi)
+        return check_runs(Settings(), planned["run_ids"], planned["max_rejected_share"])
 
     @task
     def promote(params: dict | None = None) -> str:  # type: ignore[type-arg]
@@ -87,6 +83,5 @@ with DAG(
         return promote_version(Settings(), p["model"], int(p["version"]))
 
     planned = plan()
-    score = spark_job("score", "plan.score")
-    publish = spark_job("publish", "plan.publish")
-    planned >> score >> publish >> check(planned) >> promote()  # type: ignore[arg-type]
+    stages = spark_job("stages", "plan.stages")
+    planned >> stages >> check(planned) >> promote()  # type: ignore[arg-type]

@@ -4,39 +4,75 @@
 Scores incoming data with a registered model and publishes the predictions to PostgreSQL,
 where the lookup API and the analysts' views read them.
 
-1. **plan**: resolves the model version and the batch. With no input path (the scheduled runs),
-   it takes the oldest folder under the landing root that no run has ingested yet, and skips the
-   rest of the run when there is none.
-2. **ingest** (`jobs/ingest.py`): validates the batch into the Delta `incoming` table. Rejected
-   rows go to `quarantine` with their reasons; above the maximum rejected share the task fails.
-3. **score** (`jobs/score.py`): scores the batch (incremental) or every current entity (full) on
-   the GPU when there is one, and keeps the predictions in the Delta history.
-4. **publish** (`jobs/publish.py`): makes the run's predictions visible in one transaction.
-5. **check**: fails the run when its counts do not add up, or when the rejected share or the
-   score drift (PSI) is over its limit (`PRECOMPUTE_MAX_PSI`).
+**When it runs.** The moment a batch folder lands under the landing root: Airflow's triggerer
+watches it (the `landing` asset's watcher, `jobs/landing_watch.py`) and this DAG is scheduled on
+that asset. Also when triggered by hand or through the REST API, with a path or without one,
+and on `PRECOMPUTE_SCORE_SCHEDULE` if that is set.
 
-Each Spark stage is a `spark-submit` against the `spark_default` connection, and each is safe to
-rerun: a stage that already succeeded for the run changes nothing.
+1. **plan**: resolves the model version and the batches. With no input path, it takes every
+   folder under the landing root that no run has ingested yet, oldest first, each its own run;
+   with none, the model's pending score requests, if any; otherwise the rest is skipped.
+2. **stages** (`jobs/stages.py`): for each planned run in order, **ingest** validates the batch
+   into the Delta `incoming` table (rejected rows go to `quarantine` with their reasons; above the
+   maximum rejected share it fails), **score** scores it on the GPU when there is one and keeps
+   the predictions in the Delta history, **publish** makes them visible in one transaction. One
+   Spark session for all of them, on the warm driver when one runs; each stage keeps its own
+   record in `run_stages`, and a retry resumes at the stage that failed.
+3. **check**: fails when a run's counts do not add up, or when its rejected share or score drift
+   (PSI, `PRECOMPUTE_MAX_PSI`) is over its limit.
 """
 
 from __future__ import annotations
 
 import datetime
 
-from airflow.sdk import DAG, Param, TriggerRule, task
+from airflow.sdk import (
+    DAG,
+    Asset,
+    AssetOrTimeSchedule,
+    AssetWatcher,
+    CronTriggerTimetable,
+    Param,
+    TriggerRule,
+    task,
+)
 from airflow.sdk.exceptions import AirflowSkipException
 
-from jobs.run_check import check_run
+from jobs.landing_watch import LandingTrigger
+from jobs.run_check import check_runs
 from jobs.spark_tasks import spark_job
 from precompute import names
 from precompute.names import CHAMPION
 from precompute.settings import Settings
 
+settings = Settings()
+landing = Asset(
+    name="landing",
+    uri=f"file://{settings.landing_root}",
+    watchers=[
+        AssetWatcher(
+            name="landing_watcher",
+            trigger=LandingTrigger(
+                settings.landing_root,
+                settings.landing_require_marker,
+                settings.landing_poll_seconds,
+            ),
+        )
+    ],
+)
+schedule = (
+    AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable(settings.score_schedule, timezone="UTC"), assets=landing
+    )
+    if settings.score_schedule
+    else [landing]
+)
+
 with DAG(
     dag_id="score_batch",
     description="Ingest, score and publish a batch of entities; check counts and drift.",
     doc_md=__doc__,
-    schedule=Settings().score_schedule or None,
+    schedule=schedule,
     start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
     catchup=False,
     max_active_runs=1,  # runs share the serving partition and the landing folder
@@ -50,7 +86,7 @@ with DAG(
             None,
             type=["null", "string"],
             description="Batch file or folder to ingest (CSV, JSON lines or Parquet). Empty: "
-            "the oldest batch folder under the landing root not ingested yet.",
+            "every batch folder under the landing root not ingested yet, oldest first.",
         ),
         "batch_id": Param(
             None,
@@ -86,39 +122,29 @@ with DAG(
 
     @task
     def plan(params: dict | None = None) -> dict:  # type: ignore[type-arg]
-        """Resolve the model version and the batch; skip when a scheduled run finds none."""
+        """Resolve the model version and the batches; skip when there is nothing to score."""
         # The planner reads the registry and the lake, which load pyarrow: imported when the
         # task runs, not each time Airflow parses this file.
-        from jobs.run_planning import plan_score
+        from jobs.run_planning import plan_runs, stages_args
 
-        stamp = names.run_stamp()
-        chosen = plan_score(Settings(), params or {}, stamp)
-        if chosen is None:
+        planned = plan_runs(Settings(), params or {}, names.run_stamp())
+        if not planned:
             raise AirflowSkipException("no new batch under the landing root: nothing to score")
-        print(f"run {chosen.run_id}: {chosen.mode} with {chosen.model} v{chosen.version}")
+        for chosen in planned:
+            print(f"run {chosen.run_id}: {chosen.mode} with {chosen.model} v{chosen.version}")
         return {
-            "run_id": chosen.run_id,
-            "mode": chosen.mode,
-            "ingest": chosen.ingest_args() if chosen.mode == "incremental" else None,
-            "score": chosen.score_args(),
-            "publish": chosen.publish_args(),
-            "max_rejected_share": chosen.max_rejected_share,
+            "run_ids": [p.run_id for p in planned],
+            "stages": stages_args(planned),
+            "max_rejected_share": planned[0].max_rejected_share,
         }
 
-    @task.branch
-    def route(chosen: dict) -> str:  # type: ignore[type-arg]
-        """A full rescore reads what is already ingested: straight to score."""
-        return "ingest" if chosen["mode"] == "incremental" else "score"
-
-    @task
-    def check(chosen: dict) -> str:  # type: ignore[type-arg]
+    # Also after failed stages, so a failed run is checked and reported too.
+    @task(trigger_rule=TriggerRule.NONE_SKIPPED)
+    def check(planned: dict) -> str:  # type: ignore[type-arg]
         """Counts must add up; rejected share and drift must be within their limits."""
         settings = Settings()
-        return check_run(settings, chosen["run_id"], chosen["max_rejected_share"], settings.max_psi)
+        return check_runs(settings, planned["run_ids"], planned["max_rejected_share"])
 
     planned = plan()
-    ingest = spark_job("ingest", "plan.ingest")
-    score = spark_job("score", "plan.score", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
-    publish = spark_job("publish", "plan.publish")
-    route(planned) >> [ingest, score]  # type: ignore[arg-type]
-    ingest >> score >> publish >> check(planned)  # type: ignore[arg-type]
+    stages = spark_job("stages", "plan.stages")
+    planned >> stages >> check(planned)  # type: ignore[arg-type]

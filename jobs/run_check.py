@@ -82,3 +82,18 @@ def check_run(settings: Settings, run_id: str, max_rejected_share: float, max_ps
         else f", drift not checked ({scored} rows; it needs {MIN_DRIFT_ROWS})"
     )
     return f"run {run_id}: {published} predictions published, counts add up{drift}"
+
+
+def check_runs(settings: Settings, run_ids: list[str], max_rejected_share: float) -> str:
+    """Check each of a DAG run's scoring runs; fail naming every one that does not pass."""
+    passed, failed = [], []
+    for run_id in run_ids:
+        try:
+            passed.append(check_run(settings, run_id, max_rejected_share, settings.max_psi))
+        except RunCheckFailed as exc:
+            failed.append(str(exc))
+    for line in passed:
+        print(line)
+    if failed:
+        raise RunCheckFailed("; ".join(failed))
+    return "\n".join(passed)

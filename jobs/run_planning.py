@@ -1,9 +1,11 @@
-"""The scoring run a DAG run stands for: which model version, which batch (the oldest landed
-folder not ingested yet, on a schedule), which run id, resolved once by the plan task so
-ingest, score, publish and the check all record on one run."""
+"""The scoring runs a DAG run stands for: which model version, which batches (every landed
+folder not ingested yet, oldest first, when no path is given), which run ids, resolved once by
+the plan task so the stages and the check record on the same runs."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 from deltalake import DeltaTable
 
 from jobs.ingest import ingest_txn
+from jobs.landing import ready_folders
 from jobs.registry import Registry
 from jobs.score_requests import CLAIMABLE
 from jobs.validation import incoming_table
@@ -34,35 +37,20 @@ class ScorePlan:
     batch_id: str | None = None
     input_path: str | None = None
 
-    def ingest_args(self) -> list[str]:
-        return [
-            str(self.input_path),
-            "--batch-id",
-            str(self.batch_id),
-            "--dataset",
-            self.dataset,
-            "--run-id",
-            self.run_id,
-            "--max-rejected-share",
-            str(self.max_rejected_share),
-        ]
 
-    def score_args(self) -> list[str]:
-        args = ["--model", self.model, "--version", str(self.version), "--mode", self.mode]
-        if self.batch_id is not None:
-            args += ["--batch-id", self.batch_id]
-        return [*args, "--run-id", self.run_id, "--device", self.device]
-
-    def publish_args(self) -> list[str]:
-        return ["--run-id", self.run_id]
+def stages_args(plans: list[ScorePlan]) -> list[str]:
+    """The arguments of `jobs/stages.py` for the planned runs."""
+    return ["--plans", json.dumps([dataclasses.asdict(p) for p in plans])]
 
 
-def plan_score(settings: Settings, params: Mapping[str, Any], stamp: str) -> ScorePlan | None:
-    """The run the Params ask for; None when a scheduled run finds nothing to do.
+def plan_runs(settings: Settings, params: Mapping[str, Any], stamp: str) -> list[ScorePlan]:
+    """The runs the Params ask for, in the order they must run; empty when there is nothing to
+    do.
 
     `stamp` tells full rescores and requests runs apart (the DAG run's start time). With no input
-    path, the oldest batch folder under the landing root that no run has ingested yet is taken;
-    with none, the champion answers the model's pending score requests, if there are any.
+    path, every ready batch folder under the landing root that no run has ingested yet is
+    planned, oldest first (at most `landing_batches_per_run`); with none, the champion answers
+    the model's pending score requests, if there are any.
     """
     db = database.Database.from_settings(settings)
     registry = Registry(db)
@@ -71,32 +59,38 @@ def plan_score(settings: Settings, params: Mapping[str, Any], stamp: str) -> Sco
         version = registry.resolve(model, version=int(params["version"]))
     else:
         version = registry.resolve(model, alias=params.get("alias") or CHAMPION)
+    dataset = version.input_schema["dataset"]
     common = {
         "model": model,
         "version": version.version,
-        "dataset": version.input_schema["dataset"],
+        "dataset": dataset,
         "device": params.get("device") or settings.scoring_device,
         "max_rejected_share": _share(params, settings),
     }
     if params.get("mode") == "full":
         run_id = names.run_id("full", model, version.version, stamp=stamp)
-        return ScorePlan(run_id=run_id, mode="full", **common)
+        return [ScorePlan(run_id=run_id, mode="full", **common)]
     input_path = params.get("input_path") or None
-    batch_id = params.get("batch_id") or None
-    if input_path is None:
-        landed = next_landed_batch(settings, version.input_schema["dataset"])
-        if landed is None:
-            if CHAMPION not in version.aliases or not pending_requests(db, model):
-                return None
-            run_id = names.run_id("requests", model, version.version, stamp=stamp)
-            return ScorePlan(run_id=run_id, mode="requests", **common)
-        batch_id, input_path = landed
-    elif batch_id is None:
-        batch_id = Path(input_path.rstrip("/")).name
-    run_id = names.run_id("incremental", model, version.version, batch_id)
-    return ScorePlan(
-        run_id=run_id, mode="incremental", batch_id=batch_id, input_path=input_path, **common
-    )
+    if input_path is not None:
+        batch_id = params.get("batch_id") or Path(input_path.rstrip("/")).name
+        batches = [(batch_id, input_path)]
+    else:
+        batches = landed_batches(settings, dataset)[: settings.landing_batches_per_run]
+    if not batches:
+        if CHAMPION not in version.aliases or not pending_requests(db, model):
+            return []
+        run_id = names.run_id("requests", model, version.version, stamp=stamp)
+        return [ScorePlan(run_id=run_id, mode="requests", **common)]
+    return [
+        ScorePlan(
+            run_id=names.run_id("incremental", model, version.version, batch_id),
+            mode="incremental",
+            batch_id=batch_id,
+            input_path=path,
+            **common,
+        )
+        for batch_id, path in batches
+    ]
 
 
 def _share(params: Mapping[str, Any], settings: Settings) -> float:
@@ -104,24 +98,20 @@ def _share(params: Mapping[str, Any], settings: Settings) -> float:
     return settings.max_rejected_share if value is None else float(value)
 
 
-def next_landed_batch(settings: Settings, dataset: str) -> tuple[str, str] | None:
-    """The oldest folder under the landing root whose batch is not in the dataset's incoming
-    table yet: (id, path). "Ingested" is the lake's own record, ingest's Delta transaction, not
-    run records: an ingest that failed after recording its counts is picked up again."""
-    root = Path(settings.landing_root)
-    if not root.is_dir():
-        return None
-    folders = sorted(
-        (p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))),
-        key=lambda p: (p.stat().st_mtime, p.name),
-    )
+def landed_batches(settings: Settings, dataset: str) -> list[tuple[str, str]]:
+    """The ready folders under the landing root (see `jobs.landing`) whose batch is not in the
+    dataset's incoming table yet, oldest first: (id, path). "Ingested" is the lake's own record,
+    ingest's Delta transaction, not run records: an ingest that failed after recording its
+    counts is picked up again."""
+    folders = ready_folders(Path(settings.landing_root), settings.landing_require_marker)
     uri = f"{settings.lake_uri}/{incoming_table(dataset)}"
     table = DeltaTable(uri) if folders and DeltaTable.is_deltatable(uri) else None
-    for folder in folders:
-        app_id = ingest_txn(dataset, folder.name).app_id
-        if table is None or table.transaction_version(app_id) is None:
-            return folder.name, str(folder)
-    return None
+    return [
+        (folder.name, str(folder))
+        for folder in folders
+        if table is None
+        or table.transaction_version(ingest_txn(dataset, folder.name).app_id) is None
+    ]
 
 
 def pending_requests(db: database.Database, model: str) -> int:

@@ -59,7 +59,25 @@ class Settings(BaseSettings):
     )
     landing_root: str = Field(
         default_factory=lambda data: str(data["var_dir"] / "landing"),
-        description="Where incoming batches land, one folder per batch.",
+        description="Where incoming batches land, one folder per batch (see the landing "
+        "contract in the README).",
+    )
+    landing_require_marker: bool = Field(
+        False,
+        description="Take a batch folder only once it holds a _SUCCESS file; off: a folder is "
+        "ready when it appears (producers rename it into place whole).",
+    )
+    landing_poll_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=3600,
+        description="How often Airflow's triggerer looks for newly landed batch folders.",
+    )
+    landing_batches_per_run: int = Field(
+        20,
+        ge=1,
+        description="At most this many landed batches are scored by one scoring run, in order; "
+        "the next run takes the rest.",
     )
     jars_dir: Path = Field(
         default_factory=lambda: project_root() / ".jars",
@@ -69,6 +87,15 @@ class Settings(BaseSettings):
     spark_master: str | None = Field(
         None,
         description="Spark master URL. Unset: the one spark-submit was given, else local[*].",
+    )
+    spark_driver: Literal["auto", "submit"] = Field(
+        "auto",
+        description="How the DAGs' Spark tasks run: auto hands them to the warm driver "
+        "(`precompute spark-driver`) when one answers, else spark-submits them; submit always "
+        "spark-submits.",
+    )
+    spark_driver_port: int = Field(
+        55434, ge=1024, le=65535, description="Port of the warm driver on 127.0.0.1."
     )
     spark_python: str = Field(
         default_factory=lambda: sys.executable,
@@ -106,9 +133,9 @@ class Settings(BaseSettings):
         "of a batch's rows is rejected.",
     )
     score_schedule: str | None = Field(
-        "*/10 * * * *",
-        description="When the scoring DAG looks for new batch folders under the landing root "
-        "(cron); empty: only runs triggered by hand or through the REST API.",
+        None,
+        description="A cron schedule on which the scoring DAG also looks for new batch folders, "
+        "besides the landing watcher that starts it when one lands; empty: none.",
     )
     max_psi: float = Field(
         0.25,

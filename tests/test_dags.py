@@ -115,14 +115,7 @@ def test_score_batch_publishes_what_sql_and_the_lookup_api_return(
         with_bad_rows(customers(500, seed=3, label=False), bad=10), batch / "part-0.parquet"
     )
     run = run_dag("score_batch", {"input_path": str(batch)})
-    assert states(run) == {
-        "plan": "success",
-        "route": "success",
-        "ingest": "success",
-        "score": "success",
-        "publish": "success",
-        "check": "success",
-    }
+    assert states(run) == {"plan": "success", "stages": "success", "check": "success"}
     run_id = f"score-b-0001-churn-v{champion}"
     reader = database.with_role(env.admin_url, "reader", settings)
     [(state, read, quarantined, published)] = fetch_all(
@@ -159,14 +152,42 @@ def test_score_batch_publishes_what_sql_and_the_lookup_api_return(
     assert states(again)["plan"] == "skipped"
 
 
+def test_batches_landed_together_are_scored_in_landing_order_each_once(
+    env: Env, champion: int, settings: Settings
+) -> None:
+    landing = Path(env.settings.landing_root)
+    for n, name in enumerate(["b-late-name", "b-early-name"]):  # landing order, not name order
+        folder = landing / name
+        folder.mkdir(parents=True)
+        pq.write_table(
+            customers(50, seed=10 + n, first_id=700_000 + 100 * n, label=False),
+            folder / "part-0.parquet",
+        )
+        os.utime(folder, (1_700_000_000 + n, 1_700_000_000 + n))
+    run = run_dag("score_batch", {})
+    assert states(run) == {"plan": "success", "stages": "success", "check": "success"}
+    rows = fetch_all(
+        env.admin_url,
+        "SELECT r.batch_id, r.state, r.rows_published, s.started_at FROM precompute.runs r "
+        "JOIN precompute.run_stages s USING (run_id) WHERE s.stage = 'ingest' "
+        "AND r.batch_id IN ('b-late-name', 'b-early-name') ORDER BY s.started_at",
+    )
+    assert [(b, state, n) for b, state, n, _ in rows] == [
+        ("b-late-name", "succeeded", 50),
+        ("b-early-name", "succeeded", 50),
+    ]
+    again = run_dag("score_batch", {})  # each once: nothing is left to plan
+    assert states(again)["plan"] == "skipped"
+
+
 def test_a_failing_stage_fails_the_dag_run_with_its_message_in_the_task_log(
     env: Env, champion: int, capfd: pytest.CaptureFixture[str]
 ) -> None:
     missing = env.root / "no-such-batch"
     run = run_dag("score_batch", {"input_path": str(missing), "batch_id": "b-missing"})
     assert str(run.state) == "failed"
-    assert states(run)["ingest"] == "failed"
-    assert states(run)["publish"] == "upstream_failed"
+    assert states(run)["stages"] == "failed"
+    assert states(run)["check"] == "failed"  # a failed run is checked (and reported) too
     log = capfd.readouterr()  # dag.test() writes the task logs to the console
     assert f"error: input {missing} does not exist" in log.out + log.err
 
@@ -243,14 +264,7 @@ def test_a_scheduled_run_with_no_new_batch_answers_pending_score_requests(
         assert submitted.status_code == 202, submitted.text
         request_id = submitted.json()["request_id"]
         run = run_dag("score_batch", {})  # nothing new under the landing root
-        assert states(run) == {
-            "plan": "success",
-            "route": "success",
-            "ingest": "skipped",
-            "score": "success",
-            "publish": "success",
-            "check": "success",
-        }
+        assert states(run) == {"plan": "success", "stages": "success", "check": "success"}
         done = httpx.get(f"{base}/v1/score-requests/{request_id}", headers=auth).json()
         assert done["state"] == "done" and done["run_id"].startswith("requests-churn-")
         served = httpx.get(f"{base}/v1/predictions/c900000?model=churn", headers=auth).json()

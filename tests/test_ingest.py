@@ -19,7 +19,7 @@ from conftest import fetch_all
 
 from jobs.batch_files import InputError
 from jobs.ingest import IngestRequest, RejectedShareExceeded, ingest
-from jobs.run_planning import next_landed_batch
+from jobs.run_planning import landed_batches
 from precompute.settings import Settings
 
 HEADER = (
@@ -362,7 +362,7 @@ def test_the_scheduler_picks_a_batch_up_until_the_lake_holds_it(
 ) -> None:
     landing = Path(job_settings.landing_root)
     rejected = write_csv(landing / "s1", [*good_lines(1), BAD_CSV["range"][0], BAD_CSV["type"][0]])
-    assert next_landed_batch(job_settings, "customers") == ("s1", str(rejected))
+    assert landed_batches(job_settings, "customers") == [("s1", str(rejected))]
     # Its ingest fails after recording its counts (two of three rows rejected): the batch is
     # not in the incoming table, so the next scheduled run takes it again.
     with pytest.raises(RejectedShareExceeded):
@@ -371,6 +371,6 @@ def test_the_scheduler_picks_a_batch_up_until_the_lake_holds_it(
         job_settings.database_url.get_secret_value(),  # type: ignore[union-attr]
         "SELECT rows_read FROM precompute.runs WHERE run_id = 'run-s1'",
     ) == [(3,)]
-    assert next_landed_batch(job_settings, "customers") == ("s1", str(rejected))
+    assert landed_batches(job_settings, "customers") == [("s1", str(rejected))]
     ingest(spark, job_settings, request(rejected, "s1", max_rejected_share=0.9))
-    assert next_landed_batch(job_settings, "customers") is None
+    assert landed_batches(job_settings, "customers") == []
