@@ -1,5 +1,6 @@
-"""The Airflow tasks that run the Spark jobs: each spark-submits `jobs/<name>.py` of this
-checkout against the `spark_default` connection, with the project's Spark settings."""
+"""The Airflow tasks that run the Spark jobs: each hands `jobs/<name>.py` of this checkout to
+the warm driver when one answers (`jobs/warm_driver.py`), else spark-submits it against the
+`spark_default` connection, with the project's Spark settings."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
+from jobs import warm_driver
 from jobs.airflow_environment import SPARK_CONN_ID
 from jobs.spark import LOCAL_MASTER, spark_conf
 from precompute.settings import Settings, project_root
@@ -17,9 +19,34 @@ def job_application(name: str) -> str:
     return str(project_root() / "jobs" / f"{name}.py")
 
 
+class SparkJob(SparkSubmitOperator):
+    """spark-submit, unless the warm driver takes the job: same job, same arguments."""
+
+    def __init__(self, *, job: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.job = job
+
+    def execute(self, context: Any) -> None:
+        args = [str(a) for a in self.application_args or []]
+        errors: list[str] = []
+
+        def write(line: str) -> None:
+            self.log.info("%s", line)
+            if line.startswith("error: "):
+                errors.append(line.removeprefix("error: "))
+
+        code = warm_driver.run_remote(Settings(), self.job, args, write)
+        if code is None:
+            self.log.info("no warm driver answers: spark-submit")
+            super().execute(context)
+        elif code != 0:
+            why = errors[-1] if errors else "see the task log"
+            raise RuntimeError(f"{self.job} failed on the warm driver (exit {code}): {why}")
+
+
 def spark_job(
     job: str, arguments_from: str | None = None, *, task_id: str | None = None, **kwargs: Any
-) -> SparkSubmitOperator:
+) -> SparkJob:
     """A task (named `job` unless `task_id` says) that spark-submits `jobs/<job>.py` against
     the `spark_default` connection, with the argument list another task returned
     (`arguments_from`: "task.key")."""
@@ -29,10 +56,11 @@ def spark_job(
         pulled = f"ti.xcom_pull(task_ids='{task}')" + (f"['{key}']" if key else "")
         # A template that renders to the list itself: the DAGs render native objects.
         arguments = "{{ " + pulled + " }}"
-    return SparkSubmitOperator(
+    return SparkJob(
+        job=job,
         task_id=task_id or job,
         application=job_application(job),
-        application_args=arguments,  # type: ignore[arg-type]
+        application_args=arguments,
         conn_id=SPARK_CONN_ID,
         name=f"precompute-{job}",
         conf=submit_conf(Settings()),

@@ -63,6 +63,21 @@ class Airflow:
         runs: list[dict[str, Any]] = listing["dag_runs"]
         return runs
 
+    def new_run(self, dag_id: str, known: set[str], timeout: float) -> dict[str, Any]:
+        """The first run of the DAG not in `known` (one Airflow started by itself: a landed
+        batch, a schedule), once it appears."""
+        deadline = time.monotonic() + timeout
+        while True:
+            fresh = [r for r in self.runs(dag_id) if r["dag_run_id"] not in known]
+            if fresh:
+                return min(fresh, key=lambda r: str(r.get("queued_at") or ""))
+            if time.monotonic() > deadline:
+                raise AirflowError(
+                    f"no {dag_id} run started within {timeout:.0f} s: is the DAG paused, or "
+                    "Airflow's triggerer down? (UI: Assets > landing)"
+                )
+            time.sleep(0.5)
+
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
         listing = self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
         return {t["task_id"]: t["state"] or "none" for t in listing["task_instances"]}

@@ -2,8 +2,9 @@
 by Debian's Chromium (tests/browser.py).
 
 Every DAG must be triggerable from its trigger form with its defaults (issue 14: a Param whose
-schema does not admit null is marked required and greys out the Trigger button), and a run
-triggered from the form must do the work and show the job's own output in the task log.
+schema does not admit null is marked required and greys out the Trigger button), a run
+triggered from the form must do the work and show the job's own output in the task log, and a
+batch that lands under the landing root must start a scoring run by itself (issue 18).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import re
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ from jobs.airflow_environment import api_server_environment
 from jobs.registration import register
 from jobs.sample_data import customers, with_bad_rows
 from local.airflow_rest import Airflow
+from local.landing import land_batch
 from local.processes import Service
 from precompute.database import Database
 from precompute.settings import Settings
@@ -154,18 +157,23 @@ def test_every_dag_can_be_triggered_from_its_form_with_its_defaults(
         assert browsing.refused == []  # the UI loads nothing from the internet
 
 
-def test_score_batch_triggered_from_its_form_succeeds_and_its_log_shows_the_job(
-    airflow: Standalone, env: Env, params: dict[str, list[str]]
-) -> None:
-    # A champion (fitted here: training through Spark is test_dags' business) and one small
-    # batch under the landing root, which a run with the form's defaults (no input path) takes.
+@pytest.fixture(scope="module")
+def champion(env: Env) -> None:
+    """A champion, fitted here: training through Spark is test_dags' business."""
     train = customers(2000, seed=1)
     _, bundle = export_model(
         env.root, "logistic_regression", train, train.column("churned").to_numpy()
     )
     db = Database.from_settings(env.settings)
     register(db, env.settings.models_root, bundle, "churn", aliases=("champion",))
-    batch = Path(env.settings.landing_root) / "ui-0001"
+
+
+def test_score_batch_triggered_from_its_form_succeeds_and_its_log_shows_the_job(
+    airflow: Standalone, env: Env, params: dict[str, list[str]], champion: None
+) -> None:
+    # A batch outside the landing root (the landing watcher would start a run of its own for
+    # one inside it: the next test's business), named in the form's input_path field.
+    batch = env.root / "ui-0001"
     batch.mkdir(parents=True)
     pq.write_table(with_bad_rows(customers(200, seed=3, label=False), bad=4), batch / "p.parquet")
     rest = airflow.rest()
@@ -175,6 +183,7 @@ def test_score_batch_triggered_from_its_form_succeeds_and_its_log_shows_the_job(
         tab = browsing.page
         sign_in(tab, airflow)
         dialog = open_trigger_form(tab, airflow, "score_batch", params["score_batch"])
+        dialog.get_by_role("textbox", name="input_path").fill(str(batch))
         # New DAGs start paused here: the form's own checkbox unpauses the DAG it triggers.
         expect(
             dialog.get_by_role("checkbox", name="Unpause score_batch on trigger")
@@ -184,11 +193,11 @@ def test_score_batch_triggered_from_its_form_succeeds_and_its_log_shows_the_job(
         expect(tab.get_by_text("Dag Run Triggered").first).to_be_visible()
 
         [run] = rest.runs("score_batch")
-        assert run["triggered_by"] == "ui" and run["conf"]["input_path"] is None, run
+        assert run["triggered_by"] == "ui" and run["conf"]["input_path"] == str(batch), run
         # Each task's state changes are printed: pytest shows them when the test fails.
         rest.wait("score_batch", run["dag_run_id"], print, timeout=600)
 
-        tab.goto(f"{airflow.base}/dags/score_batch/runs/{run['dag_run_id']}/tasks/ingest")
+        tab.goto(f"{airflow.base}/dags/score_batch/runs/{run['dag_run_id']}/tasks/stages")
         # The log view renders only the lines in sight: its search scrolls to the match.
         tab.get_by_placeholder("Search logs...").fill("rows read")
         # ingest's own summary, with the counts only the job knows (4 rows out of range).
@@ -196,3 +205,46 @@ def test_score_batch_triggered_from_its_form_succeeds_and_its_log_shows_the_job(
         # The log loads lazily; the search may highlight the line in more than one element.
         expect(tab.get_by_text(summary).first).to_be_visible(timeout=30_000)
         assert browsing.refused == []
+
+
+def test_batches_that_land_start_scoring_runs_by_themselves_each_scored_once(
+    airflow: Standalone, env: Env, champion: None
+) -> None:
+    rest = airflow.rest()
+    rest.unpause("score_batch")  # the previous test's form unpaused it; alone, this does
+    known = {r["dag_run_id"] for r in rest.runs("score_batch")}
+    landing = Path(env.settings.landing_root)
+    land_batch(landing / "land-1", [customers(100, seed=5, first_id=800_000, label=False)])
+    first = rest.new_run("score_batch", known, timeout=120)
+    rest.wait("score_batch", first["dag_run_id"], print, timeout=600)
+    assert first["run_type"] == "asset_triggered", first
+    # Two more land together: both are scored, in landing order, each once, by however many
+    # runs the events make (Airflow may fold events queued while a run is active into one).
+    land_batch(landing / "land-3", [customers(100, seed=6, first_id=810_000, label=False)])
+    land_batch(landing / "land-2", [customers(100, seed=7, first_id=820_000, label=False)])
+    db = Database.from_settings(env.settings)
+    runs_of = "SELECT batch_id, state FROM precompute.runs WHERE batch_id LIKE 'land-%%'"
+    deadline = time.monotonic() + 600
+    while len(db.fetch("writer", runs_of)) < 3 or any(
+        r["state"] in ("queued", "running") for r in rest.runs("score_batch")
+    ):
+        assert time.monotonic() < deadline, rest.runs("score_batch")
+        time.sleep(2)
+    assert sorted(db.fetch("writer", runs_of)) == [
+        ("land-1", "succeeded"),
+        ("land-2", "succeeded"),
+        ("land-3", "succeeded"),
+    ]
+    order = db.fetch(
+        "writer",
+        "SELECT r.batch_id FROM precompute.runs r JOIN precompute.run_stages s USING (run_id) "
+        "WHERE s.stage = 'ingest' AND r.batch_id LIKE 'land-%%' ORDER BY s.started_at",
+    )
+    assert [b for (b,) in order] == ["land-1", "land-3", "land-2"]
+    ingests = db.fetch(
+        "writer",
+        "SELECT count(*) FROM precompute.run_stages s JOIN precompute.runs r USING (run_id) "
+        "WHERE s.stage = 'ingest' AND s.state = 'succeeded' AND r.batch_id LIKE 'land-%%'",
+    )
+    assert ingests == [(3,)]  # each once
+    assert all(r["state"] == "success" for r in rest.runs("score_batch")), rest.runs("score_batch")
