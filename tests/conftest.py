@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -212,6 +213,13 @@ class Env:
     variables: dict[str, str]
 
 
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @contextmanager
 def platform_env(
     admin_url: str, settings: Settings, root: Path, variables: dict[str, str] | None = None
@@ -232,6 +240,9 @@ def platform_env(
             "PRECOMPUTE_LANDING_ROOT": str(root / "landing"),
             "PRECOMPUTE_MODELS_ROOT": str(root / "models"),
             "PRECOMPUTE_SCORE_SCHEDULE": "",
+            # A port of its own: the tests' Spark tasks never reach a developer's warm driver
+            # (which would refuse them anyway: its settings differ).
+            "PRECOMPUTE_SPARK_DRIVER_PORT": str(free_port()),
             **(variables or {}),
         }
         with pytest.MonkeyPatch.context() as patch:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from browser import page
-from conftest import Env, dagbag, export_model, platform_env
+from conftest import Env, dagbag, export_model, free_port, platform_env
 from playwright.sync_api import Locator, Page, expect
 
 from jobs.airflow_environment import api_server_environment
@@ -46,12 +45,6 @@ class Standalone:
 
     def rest(self) -> Airflow:
         return Airflow(self.base, self.username, self.password)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_standalone(env: Env, timeout: float = 240) -> tuple[Service, Standalone]:
@@ -183,7 +176,8 @@ def test_score_batch_triggered_from_its_form_succeeds_and_its_log_shows_the_job(
         tab = browsing.page
         sign_in(tab, airflow)
         dialog = open_trigger_form(tab, airflow, "score_batch", params["score_batch"])
-        dialog.get_by_role("textbox", name="input_path").fill(str(batch))
+        # The form names each Param's input element_<name> (its label is not tied to it).
+        dialog.locator("#element_input_path").fill(str(batch))
         # New DAGs start paused here: the form's own checkbox unpauses the DAG it triggers.
         expect(
             dialog.get_by_role("checkbox", name="Unpause score_batch on trigger")
@@ -207,8 +201,21 @@ def test_score_batch_triggered_from_its_form_succeeds_and_its_log_shows_the_job(
         assert browsing.refused == []
 
 
+@pytest.fixture
+def warm_driver(env: Env) -> Iterator[Service]:
+    """The warm driver on the port Airflow's tasks look for it (free until now: the test
+    above spark-submitted)."""
+    driver = Service("spark-driver", env.root / "driver.pid", env.root / "driver.log")
+    driver.start([sys.executable, "-m", "cli", "spark-driver"], os.environ | env.variables)
+    try:
+        driver.wait_healthy(f"http://127.0.0.1:{env.settings.spark_driver_port}/health", 180)
+        yield driver
+    finally:
+        driver.stop()
+
+
 def test_batches_that_land_start_scoring_runs_by_themselves_each_scored_once(
-    airflow: Standalone, env: Env, champion: None
+    airflow: Standalone, env: Env, champion: None, warm_driver: Service
 ) -> None:
     rest = airflow.rest()
     rest.unpause("score_batch")  # the previous test's form unpaused it; alone, this does
@@ -248,3 +255,5 @@ def test_batches_that_land_start_scoring_runs_by_themselves_each_scored_once(
     )
     assert ingests == [(3,)]  # each once
     assert all(r["state"] == "success" for r in rest.runs("score_batch")), rest.runs("score_batch")
+    # The Airflow tasks handed their stages to the warm driver, as on the demo's platform.
+    assert warm_driver.log.read_text().count("warm driver: stages ended with 0") >= 2

@@ -10,7 +10,6 @@ COPY into PostgreSQL from the executors).
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import httpx
 import pyarrow.parquet as pq
 import pyspark
 import pytest
-from conftest import Env, airflow_env, export_model, fetch_all, run_dag, states
+from conftest import Env, airflow_env, export_model, fetch_all, free_port, run_dag, states
 
 from jobs.registration import register
 from jobs.sample_data import customers, with_bad_rows
@@ -28,12 +27,6 @@ from precompute.database import Database
 from precompute.settings import Settings
 
 SPARK_HOME = Path(pyspark.__file__).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(check: object, what: str, timeout: float = 90) -> None:

@@ -14,18 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import fetch_all, run_cli
+from conftest import fetch_all, free_port, run_cli
 
 from local.embedded_pg import EmbeddedPostgres
 from precompute import database
 from precompute.database import DatabaseUnavailable
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

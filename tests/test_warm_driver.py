@@ -7,14 +7,13 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import Env, export_model, platform_env
+from conftest import Env, export_model, free_port, platform_env
 
 from jobs import warm_driver
 from jobs.registration import register
@@ -23,12 +22,6 @@ from jobs.sample_data import customers, with_bad_rows
 from local.processes import Service
 from precompute.database import Database
 from precompute.settings import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
