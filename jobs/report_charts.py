@@ -57,13 +57,15 @@ def horizontal_bars(
 
 def grouped_bars(categories: Sequence[str], series: Sequence[Series], y_label: str) -> str:
     """Vertical bars, one group per category and one bar per series in it, with a y axis from
-    zero and a legend; category labels are written under their group, slanted when many."""
-    left, right, top, bottom = 56, 12, 28, 64
-    height = 300
-    plot_w, plot_h = WIDTH - left - right, height - top - bottom
+    zero and a legend; category labels are written under their group, slanted when long."""
+    left, right, top = 56, 12, 28
+    plot_w, plot_h = WIDTH - left - right, 228
+    group = plot_w / max(len(categories), 1)
+    # Labels wider than their group (about 7 px a character) are slanted, with room below.
+    slant = max((len(c) for c in categories), default=0) * 7 > group
+    height = top + plot_h + (84 if slant else 40)
     highest = max((v for s in series for v in s.values), default=0.0)
     ceiling = _nice_ceiling(highest)
-    group = plot_w / max(len(categories), 1)
     bar = group * 0.8 / max(len(series), 1)
     parts = [
         f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" '
@@ -92,7 +94,6 @@ def grouped_bars(categories: Sequence[str], series: Sequence[Series], y_label: s
             f'<rect x="{left + 10 + j * 160}" y="8" width="12" height="12" fill="{s.colour}"/>'
             f'<text x="{left + 28 + j * 160}" y="18">{escape(s.name)}</text>'
         )
-    slant = len(categories) > 10
     for i, category in enumerate(categories):
         x = left + (i + 0.5) * group
         y = top + plot_h + 16
