@@ -38,6 +38,7 @@ class _Basic(HTTPBasic):
 
 
 BASIC = _Basic(
+    scheme_name="HTTPBasic",
     auto_error=False,
     realm="precompute",
     description="For browsers: any user name, the API key as the password.",

@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 
 from lookup_api import crud
 from lookup_api.api.deps import BrowserReader, DbDep, Reader
-from lookup_api.api.errors import ApiError, responses
+from lookup_api.api.errors import ApiError, json_errors, responses
 from lookup_api.api.schemas import Run, RunIdPath
 from precompute.names import RUN_REPORT_PATH
 
@@ -43,16 +43,18 @@ async def get_run(run_id: RunIdPath, db: DbDep, caller: Reader) -> dict[str, Any
     response_class=HTMLResponse,
     responses={
         200: {"description": "The report: one HTML page, no script, images inline."},
-        **responses(
-            400,
-            401,
-            403,
-            404,
-            503,
-            s401="No API key, or one that is malformed, unknown or revoked; the challenge "
-            "(`Basic`) makes a browser ask for the key as the password.",
-            s404="No report for this run (`unknown_report`): no such run, or it has not been "
-            "checked yet.",
+        **json_errors(
+            responses(
+                400,
+                401,
+                403,
+                404,
+                503,
+                s401="No API key, or one that is malformed, unknown or revoked; the challenge "
+                "(`Basic`) makes a browser ask for the key as the password.",
+                s404="No report for this run (`unknown_report`): no such run, or it has not "
+                "been checked yet.",
+            )
         ),
     },
 )
