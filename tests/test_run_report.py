@@ -25,7 +25,7 @@ import pytest
 from api_support import Api
 from api_support import served as serve
 from browser import page
-from conftest import fetch_all
+from conftest import fetch_all, run_cli
 from deltalake import DeltaTable
 from playwright.sync_api import HttpCredentials
 from pydantic import SecretStr
@@ -357,6 +357,18 @@ def test_the_api_serves_the_report_to_a_read_key_as_bearer_or_basic(
         assert answer.headers["x-content-type-options"] == "nosniff"
         policy = answer.headers["content-security-policy"]
         assert policy.startswith("default-src 'none'; img-src data:; style-src 'unsafe-inline'")
+
+
+def test_the_command_line_prints_the_stored_report_or_renders_one(
+    runs: Runs, api: Api, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checked(runs, BATCH, capsys)
+    printed = run_cli("run", "report", BATCH, env=api.env)
+    assert printed.returncode == 0 and printed.stdout == stored(runs, BATCH)
+    rendered = run_cli("run", "report", BATCH, "--render", env=api.env)
+    assert rendered.returncode == 0 and "<h2>Row funnel</h2>" in rendered.stdout
+    unknown = run_cli("run", "report", "no-such-run", env=api.env)
+    assert unknown.returncode != 0 and "no-such-run" in unknown.stderr
 
 
 def test_the_report_route_challenges_for_a_key_and_refuses_others(
