@@ -32,9 +32,10 @@ from pydantic import SecretStr
 
 from jobs.fitting import train
 from jobs.ingest import IngestRequest, RejectedShareExceeded, ingest
+from jobs.maintenance import remove_old_runs
 from jobs.publish import publish
 from jobs.run_check import check_run
-from jobs.run_report import report_url
+from jobs.run_report import render_report, report_url, store_report
 from jobs.sample_data import customers
 from jobs.score import ScoreRequest, score
 from jobs.train_request import TrainRequest
@@ -333,6 +334,24 @@ def test_a_run_that_failed_gets_a_report_showing_where_it_stopped(spark: Any, ru
     }
     assert page_.table("step", "rows")["quarantined"][0] == "30"
     assert "No scores were recorded for this run." in html
+
+
+def test_maintenance_removes_a_report_with_its_run(jobs_database: str, settings: Settings) -> None:
+    db = Database.from_settings(
+        settings.model_copy(update={"database_url": SecretStr(jobs_database)})
+    )
+    fetch_all(
+        jobs_database,
+        "INSERT INTO precompute.runs (run_id, mode, batch_id, state, finished_at)"
+        " VALUES ('report-old', 'incremental', 'old', 'failed', now() - interval '100 days')",
+    )
+    html = render_report(db, "report-old")  # a run with no stage, count or model still has one
+    assert "No rows were counted" in html and "not reached" in html
+    store_report(db, "report-old", html)
+    remove_old_runs(db, 90)
+    assert fetch_all(
+        jobs_database, "SELECT count(*) FROM precompute.run_reports WHERE run_id = 'report-old'"
+    ) == [(0,)]
 
 
 @pytest.fixture(scope="module")
