@@ -115,8 +115,8 @@ def score(
         scored, again = _score(spark, settings, db, request, version, recorder, earlier)
     except Exception as exc:
         recorder.finish_stage("score", "failed", error=str(exc))
-        write_report(settings, recorder.db, recorder.run_id)  # shows where it stopped
         _release_requests(db, run_id)
+        write_report(settings, recorder.db, recorder.run_id)  # shows where it stopped
         raise
     recorder.finish_stage(
         "score", "skipped" if again else "succeeded", rows_in=scored.rows, rows_out=scored.rows
