@@ -1,4 +1,5 @@
-"""The batch stages as commands: ingest, train, score, publish, serving prune and maintenance.
+"""The batch stages as commands: ingest, train, score, publish, serving prune and maintenance,
+and a run's report.
 
 Each stage defines its own arguments and `run`, so the command, `spark-submit jobs/X.py` and
 the DAG tasks take the same ones.
@@ -7,9 +8,10 @@ the DAG tasks take the same ones.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from cli.parsers import Commands
-from jobs import ingest, maintenance, publish, score, serving_prune, train
+from jobs import ingest, maintenance, publish, run_report, score, serving_prune, train
 from precompute.database import Database
 from precompute.errors import PrecomputeError
 from precompute.settings import Settings
@@ -40,6 +42,17 @@ def add_to(commands: Commands) -> None:
         "maintenance", help="compact and vacuum the Delta tables; drop old run records"
     ).set_defaults(handler=maintenance.run)
 
+    run_command = commands.add_parser("run", help="a scoring run's records")
+    run_actions = run_command.add_subparsers(required=True, metavar="ACTION")
+    report = run_actions.add_parser(
+        "report", help="the run's HTML report on stdout: the stored one, or rendered now"
+    )
+    report.add_argument("run_id", metavar="RUN_ID")
+    report.add_argument(
+        "--render", action="store_true", help="render it from the run's records now"
+    )
+    report.set_defaults(handler=print_report)
+
 
 def prune_serving(args: argparse.Namespace, settings: Settings) -> int:
     keep = settings.serving_versions_kept if args.keep is None else args.keep
@@ -51,4 +64,19 @@ def prune_serving(args: argparse.Namespace, settings: Settings) -> int:
         print(f"removed {r.model} v{r.version} from serving ({r.rows} predictions)")
     if not removed:
         print(f"nothing to remove: no model serves more than {keep} versions")
+    return 0
+
+
+def print_report(args: argparse.Namespace, settings: Settings) -> int:
+    db = Database.from_settings(settings)
+    html = None if args.render else run_report.stored_report(db, args.run_id)
+    if html is None:
+        if not args.render:
+            print(
+                f"run {args.run_id} has no stored report (its check has not run): "
+                "rendered from its records now",
+                file=sys.stderr,
+            )
+        html = run_report.render_report(db, args.run_id)
+    sys.stdout.write(html)
     return 0

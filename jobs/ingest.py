@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from jobs import validation
 from jobs.lake import Txn, lake
 from jobs.run_records import IngestCounts, RunRecorder
+from jobs.run_report import write_report
 from jobs.spark import spark_session
 from precompute.commands import job_main
 from precompute.contracts import Contract, load_contract
@@ -98,6 +99,7 @@ def ingest(spark: SparkSession, settings: Settings, request: IngestRequest) -> I
         result = _ingest(spark, settings, request, contract, run_id, limit, recorder)
     except Exception as exc:
         recorder.finish_stage("ingest", "failed", error=str(exc))
+        write_report(settings, recorder.db, recorder.run_id)  # shows where it stopped
         raise
     counts = result.counts
     recorder.finish_stage(
@@ -179,8 +181,9 @@ def _quarantine(
 ) -> tuple[IngestCounts, CommitResult]:
     """Append the rejected rows to the quarantine, counting every row on the way.
 
-    The quarantine is written first, by a pass that also counts every row (an observation, not
-    a second job), so the rejected share is known before incoming is touched. Incoming is a
+    The quarantine is written first, by a pass that also counts every row and the quarantined
+    rows' reason codes (an observation, not a second job), so the rejected share is known
+    before incoming is touched. Incoming is a
     second pass: caching the validated rows instead measured slower than reading again.
     """
     # pyspark is heavy: `precompute` builds its parser from this module.
@@ -189,24 +192,25 @@ def _quarantine(
 
     route = validated[validation.ROUTE]
     seen = Observation(f"ingest-{txn.app_id}")
-    observed = validated.observe(
-        seen,
+    counted = [
         F.count(F.lit(1)).alias("read"),
         F.count(F.when(route == validation.QUARANTINE, 1)).alias("quarantined"),
-    )
+        # Per reason code, in the same pass: only quarantined rows carry reasons.
+        *validation.reason_counts(),
+    ]
     q = engine.append(
-        observed.where(route == validation.QUARANTINE),
+        validated.observe(seen, *counted).where(route == validation.QUARANTINE),
         targets[validation.QUARANTINE],
         txn,
         metadata,
     )
-    if q.committed:
-        read, quarantined = int(seen.get["read"]), int(seen.get["quarantined"])
-    else:  # a rerun after too many rejects: the quarantine is in, count without writing
-        routed: dict[str, int] = dict(validated.groupBy(validation.ROUTE).count().collect())
-        quarantined = int(routed.get(validation.QUARANTINE, 0))
-        read = quarantined + int(routed.get(validation.INCOMING, 0))
-    return IngestCounts(read, read - quarantined, quarantined), q
+    # On a rerun after too many rejects the quarantine is in already: count without writing.
+    figures = (
+        seen.get if q.committed else validated.agg(*counted).first().asDict()  # type: ignore[union-attr]
+    )
+    read, quarantined = int(figures["read"]), int(figures["quarantined"])
+    reasons = {code: int(figures[code]) for code in validation.REASON_CODES if figures[code]}
+    return IngestCounts(read, read - quarantined, quarantined, reasons), q
 
 
 def metadata(run_id: str, batch_id: str) -> dict[str, str]:

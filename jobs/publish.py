@@ -30,6 +30,7 @@ import psycopg2
 from jobs import callbacks, predictions, serving
 from jobs.lake import lake
 from jobs.run_records import CountMismatch, RunInfo, RunRecorder, run_info
+from jobs.run_report import write_report
 from jobs.spark import spark_session
 from precompute import rules, serving_store
 from precompute.commands import job_main
@@ -90,6 +91,7 @@ def publish(spark: SparkSession, settings: Settings, db: Database, run_id: str) 
         result = _publish(spark, settings, db, info, recorder)
     except Exception as exc:
         recorder.finish_stage("publish", "failed", error=str(exc))
+        write_report(settings, recorder.db, recorder.run_id)  # shows where it stopped
         raise
     recorder.finish_stage(
         "publish",

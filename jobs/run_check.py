@@ -1,9 +1,11 @@
 """The check a published scoring run must pass: its counts add up, and its rejected share and
-score drift (PSI against the model's training reference) are within their limits."""
+score drift (PSI against the model's training reference) are within their limits. Pass or fail,
+it stores the run's report (`jobs.run_report`) and ends its log with the report's address."""
 
 from __future__ import annotations
 
 from jobs.run_records import RunRecorder
+from jobs.run_report import write_report
 from precompute import database
 from precompute.errors import PrecomputeError
 from precompute.settings import Settings
@@ -74,8 +76,10 @@ def check_run(settings: Settings, run_id: str, max_rejected_share: float, max_ps
     if problems:
         message = f"run {run_id}: " + "; ".join(problems)
         recorder.record_check(passed=False, error=message)
+        write_report(settings, db, run_id)
         raise RunCheckFailed(message)
     recorder.record_check(passed=True)
+    write_report(settings, db, run_id)
     drift = (
         f", PSI {psi:.4f}"
         if drift_checked

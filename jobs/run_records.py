@@ -30,6 +30,13 @@ class IngestCounts:
     read: int
     accepted: int
     quarantined: int
+    # Quarantined rows per reason code (a row with several reasons counts under each, once per
+    # code); None when not known (a run recorded before ingest counted them).
+    reasons: Mapping[str, int] | None = None
+
+
+# The run metric holding `IngestCounts.reasons`: value the rows quarantined, detail the counts.
+QUARANTINE_REASONS = "quarantine_reasons"
 
 
 @dataclass(frozen=True)
@@ -153,7 +160,8 @@ class RunRecorder:
             )
 
     def record_ingest(self, counts: IngestCounts) -> None:
-        """The run's ingest counts; the table refuses counts that do not add up."""
+        """The run's ingest counts, and its quarantine reasons as a run metric; the table
+        refuses counts that do not add up."""
         self._execute(
             """
             UPDATE precompute.runs
@@ -162,21 +170,29 @@ class RunRecorder:
             """,
             (counts.read, counts.accepted, counts.quarantined, self.run_id),
         )
+        if counts.reasons is not None:
+            self.record_metrics(
+                {QUARANTINE_REASONS: (float(counts.quarantined), dict(counts.reasons))}
+            )
 
     def earlier_ingest(self) -> IngestCounts | None:
         """The counts of the run that ingested this batch before, if one recorded them."""
         rows = self._execute(
             """
-            SELECT rows_read, rows_accepted, rows_quarantined FROM precompute.runs
-             WHERE batch_id = %s AND rows_read IS NOT NULL
-             ORDER BY created_at DESC LIMIT 1
+            SELECT r.rows_read, r.rows_accepted, r.rows_quarantined,
+                   (SELECT m.detail FROM precompute.run_metrics m
+                     WHERE m.run_id = r.run_id AND m.name = %s)
+              FROM precompute.runs r
+             WHERE r.batch_id = %s AND r.rows_read IS NOT NULL
+             ORDER BY r.created_at DESC LIMIT 1
             """,
-            (self.batch_id,),
+            (QUARANTINE_REASONS, self.batch_id),
         )
         if not rows:
             return None
-        read, accepted, quarantined = (int(v) for v in rows[0])  # type: ignore[call-overload]
-        return IngestCounts(read, accepted, quarantined)
+        read, accepted, quarantined = (int(v) for v in rows[0][:3])  # type: ignore[call-overload]
+        reasons = rows[0][3]
+        return IngestCounts(read, accepted, quarantined, reasons)  # type: ignore[arg-type]
 
     def record_score(
         self,

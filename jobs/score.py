@@ -36,6 +36,7 @@ from jobs import bundle_store, predictions, score_requests
 from jobs.lake import Lake, Txn, lake
 from jobs.registry import ModelVersion, Registry
 from jobs.run_records import CountMismatch, RunInfo, RunRecorder, run_info
+from jobs.run_report import write_report
 from jobs.score_input import ScoreInputError, input_rows, with_requests
 from jobs.score_records import Scored, already_scored, record
 from jobs.spark import spark_session
@@ -115,6 +116,7 @@ def score(
     except Exception as exc:
         recorder.finish_stage("score", "failed", error=str(exc))
         _release_requests(db, run_id)
+        write_report(settings, recorder.db, recorder.run_id)  # shows where it stopped
         raise
     recorder.finish_stage(
         "score", "skipped" if again else "succeeded", rows_in=scored.rows, rows_out=scored.rows

@@ -49,6 +49,11 @@ INGEST_COLUMNS = ("batch_id", "ingested_at", "ingest_date")
 PARTITION_BY = ("ingest_date",)
 # Above this many duplicated ids, let Spark plan the join instead of broadcasting the set.
 BROADCAST_DUPLICATES = 2_000_000
+# The batch-level reason codes; with the rule set's, every code a quarantined row can carry.
+DUPLICATE_ID = "duplicate_entity_id"
+CORRUPT_LINE = "corrupt_line"
+ENCODING_ERROR = "encoding_error"
+REASON_CODES = (*dict.fromkeys(rules.CODES.values()), DUPLICATE_ID, CORRUPT_LINE, ENCODING_ERROR)
 
 
 def incoming_table(dataset: str) -> str:
@@ -110,7 +115,7 @@ def validate(raw: RawBatch, contract: Contract) -> DataFrame:
 
     df = df.withColumn("_id", F.when(~F.col("_corrupt"), F.col(f"_t_{entity}")))
     df = _flag_duplicates(df)
-    checks.append((F.col("_dup"), "duplicate_entity_id", entity))
+    checks.append((F.col("_dup"), DUPLICATE_ID, entity))
 
     flags = [F.coalesce(condition, F.lit(False)) for condition, _, _ in checks]
     # One predicate, not a chain of ORs: Spark would split "not bad" into its conjuncts and push
@@ -118,10 +123,10 @@ def validate(raw: RawBatch, contract: Contract) -> DataFrame:
     # compile, which it then interprets row by row (5x slower ingest, measured).
     df = df.withColumn("_bad", F.greatest(F.col("_corrupt"), *flags))
 
-    why_unreadable = _reason("corrupt_line", None)
+    why_unreadable = _reason(CORRUPT_LINE, None)
     if raw.encoding_column:
         why_unreadable = F.when(
-            F.col(raw.encoding_column), _reason("encoding_error", None)
+            F.col(raw.encoding_column), _reason(ENCODING_ERROR, None)
         ).otherwise(why_unreadable)
     reasons = F.when(F.col("_corrupt"), F.array(why_unreadable)).otherwise(
         F.array_compact(
@@ -150,6 +155,18 @@ def validate(raw: RawBatch, contract: Contract) -> DataFrame:
         F.when(is_bad, reasons).alias("_q_reasons"),
         F.when(is_bad, F.lit(QUARANTINE)).otherwise(F.lit(INCOMING)).alias(ROUTE),
     )
+
+
+def reason_counts() -> list[SparkColumn]:
+    """Aggregates over validated rows, one per reason code (aliased by it): how many rows carry
+    the code. A row counts once per code, however many of its columns broke that rule; accepted
+    rows carry no reasons and count for none."""
+    from pyspark.sql import functions as F  # pyspark is heavy: loaded when a job validates
+
+    def carries(code: str) -> SparkColumn:
+        return F.exists(F.col("_q_reasons"), lambda reason: reason["code"] == F.lit(code))
+
+    return [F.count(F.when(carries(code), 1)).alias(code) for code in REASON_CODES]
 
 
 def _typed(column: Column, source_type: str) -> tuple[SparkColumn, SparkColumn]:

@@ -1,7 +1,8 @@
 """The API's reads: each answers one request in one statement and returns data, or None when
 there is nothing (the routes decide what that means to the client). The serving store's
 statements are those of `precompute.serving_store`, where its layout is written once; a run's
-record is read here from the analytics views. Score requests: submissions.py."""
+record is read here from the analytics views, its report as stored. Score requests:
+submissions.py."""
 
 from __future__ import annotations
 
@@ -92,3 +93,9 @@ async def run(db: Database, run_id: str) -> dict[str, Any] | None:
         run_id,
     )
     return dict(rows[0]) if rows else None
+
+
+async def run_report(db: Database, run_id: str) -> str | None:
+    """The HTML report the run's check stored (the jobs render it), None when there is none."""
+    rows = await db.query("SELECT html FROM precompute.run_reports WHERE run_id = $1", run_id)
+    return str(rows[0][0]) if rows else None

@@ -19,6 +19,9 @@ READ_SCOPE = "predictions:read"
 SUBMIT_SCOPE = "score-requests:write"
 SCOPES = (READ_SCOPE, SUBMIT_SCOPE)
 
+# Where the lookup API serves a run's report (the check task links to it).
+RUN_REPORT_PATH = "/v1/runs/{run_id}/report"
+
 # Where a model scores: "auto" takes a GPU when one is present.
 Device = Literal["auto", "cpu", "gpu"]
 

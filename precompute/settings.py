@@ -184,6 +184,11 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="Address the lookup API listens on.")
     api_port: int = Field(8000, ge=1, le=65535, description="Port the lookup API listens on.")
     api_workers: int = Field(1, ge=1, le=64, description="Lookup API worker processes.")
+    api_public_url: str | None = Field(
+        None,
+        description="The lookup API's address as its readers reach it (a load balancer's, say), "
+        "for the links to run reports; unset: http://API_HOST:API_PORT.",
+    )
     api_pool_size: int = Field(
         8, ge=1, le=100, description="Database connections per lookup API worker."
     )

@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Page, Route, ViewportSize, sync_playwright
+from playwright.sync_api import HttpCredentials, Page, Route, ViewportSize, sync_playwright
 
 from precompute.settings import get_settings
 
@@ -49,10 +49,12 @@ def page(
     name: str,
     allowed_hosts: tuple[str, ...] = ("127.0.0.1",),
     viewport: ViewportSize | None = None,
+    credentials: HttpCredentials | None = None,
 ) -> Iterator[Browsing]:
-    """A page in a fresh Chromium profile; `name` names the screenshot of a failure, and
+    """A page in a fresh Chromium profile; `name` names the screenshot of a failure,
     `viewport` (Playwright's default, 1280x720, when None) what it shows of a dialog, which a
-    full-page screenshot does not unroll."""
+    full-page screenshot does not unroll, and `credentials` what the browser answers an HTTP
+    authentication challenge with (as a person would type them into its prompt)."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium")
 
@@ -66,6 +68,7 @@ def page(
                 headless=True,
                 args=list(FLAGS),
                 viewport=viewport,
+                http_credentials=credentials,
             )
             try:
                 tab = context.pages[0] if context.pages else context.new_page()

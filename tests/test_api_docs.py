@@ -26,10 +26,12 @@ def api(
     admin_url: str, settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Api]:
     with seeded_database(admin_url, settings) as url:
-        # The documented examples (model churn, entity c42) find a prediction.
+        # The documented examples (model churn, entity c42) find a prediction, whose run has
+        # a report.
         fetch_all(
             database.with_role(url, "writer", settings),
-            "INSERT INTO precompute.predictions VALUES (1, 'c42', 0.7, 'true', now(), 'seed-run')",
+            "INSERT INTO precompute.predictions VALUES (1, 'c42', 0.7, 'true', now(), 'seed-run');"
+            "INSERT INTO precompute.run_reports VALUES ('seed-run', '<!DOCTYPE html>', now())",
         )
         with served(url, tmp_path_factory.mktemp("docs") / "api.log") as api:
             yield api
@@ -91,11 +93,24 @@ def test_the_document_declares_every_status_and_no_422(api: Api) -> None:
         "429",
         "503",
     }
+    assert declared[("GET", "/v1/runs/{run_id}/report")] == {
+        "200",
+        "400",
+        "401",
+        "403",
+        "404",
+        "503",
+    }
+    report = document["paths"]["/v1/runs/{run_id}/report"]["get"]
+    assert set(report["responses"]["200"]["content"]) == {"text/html"}
+    assert {"HTTPBearer": []} in report["security"] and {"HTTPBasic": []} in report["security"]
     assert all("422" not in statuses for statuses in declared.values())
     assert "HTTPValidationError" not in document["components"]["schemas"]
     unauthenticated = document["paths"]["/v1/models"]["get"]["responses"]["401"]
     schema = unauthenticated["content"]["application/json"]["schema"]
     assert schema == {"$ref": "#/components/schemas/ErrorBody"}
+    # The report's success is a page, its errors the same JSON as everywhere.
+    assert report["responses"]["404"]["content"] == unauthenticated["content"]
 
 
 def test_the_document_states_the_limits(api: Api, settings: Settings) -> None:

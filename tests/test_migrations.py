@@ -26,6 +26,7 @@ EXPECTED_RELATIONS = [
     "precompute.runs",
     "precompute.run_stages",
     "precompute.run_metrics",
+    "precompute.run_reports",
     "precompute.predictions",
     "precompute.serving_versions",
     "precompute.published_runs",

@@ -195,6 +195,7 @@ def test_an_incremental_run_scores_keeps_history_and_publishes_what_it_scored(
         )
     )
     assert set(metrics) == {
+        "quarantine_reasons",  # ingest's: the 30 bad rows' age is out of range
         "score_count",
         "score_mean",
         "score_std",
@@ -202,6 +203,7 @@ def test_an_incremental_run_scores_keeps_history_and_publishes_what_it_scored(
         "score_histogram",
         "psi",
     }
+    assert float(metrics["quarantine_reasons"]) == 30
     assert float(metrics["score_count"]) == 1970
     assert abs(float(metrics["score_mean"]) - float(np.mean(list(want.values())))) < 1e-9
     assert 0 <= float(metrics["psi"]) < 0.1  # same population as the training data

@@ -7,8 +7,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import (
+    HTTPAuthorizationCredentials,
+    HTTPBasic,
+    HTTPBasicCredentials,
+    HTTPBearer,
+)
 
 from lookup_api.api.errors import ApiError
 from lookup_api.core import keys
@@ -17,6 +22,27 @@ from lookup_api.core.key_cache import KeyCache
 
 # Declares the scheme in the OpenAPI document; the answers for a missing key are ours (below).
 BEARER = HTTPBearer(auto_error=False, description="An API key: `precompute api-key create`.")
+# A browser cannot put a Bearer header on a link: the routes for people (the run report) also
+# take the key as HTTP Basic's password, with any user name, and challenge for it.
+BASIC_CHALLENGE = 'Basic realm="precompute"'
+
+
+class _Basic(HTTPBasic):
+    """HTTP Basic whose unreadable header counts as no credentials (our 401, not FastAPI's)."""
+
+    async def __call__(self, request: Request) -> HTTPBasicCredentials | None:  # type: ignore[override]
+        try:
+            return await super().__call__(request)
+        except HTTPException:
+            return None
+
+
+BASIC = _Basic(
+    scheme_name="HTTPBasic",
+    auto_error=False,
+    realm="precompute",
+    description="For browsers: any user name, the API key as the password.",
+)
 
 
 @dataclass(frozen=True)
@@ -39,22 +65,24 @@ async def get_writer(request: Request) -> Database:
 DbDep = Annotated[Database, Depends(get_db)]
 WriterDep = Annotated[Database, Depends(get_writer)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+BasicCredentials = Annotated[HTTPBasicCredentials | None, Security(BASIC)]
 
 
-def _refused(code: str, message: str) -> ApiError:
-    return ApiError(401, code, message, {"WWW-Authenticate": "Bearer"})
+async def _caller(
+    request: Request, db: Database, token: str | None, challenge: str = "Bearer"
+) -> Caller:
+    def refused(code: str, message: str) -> ApiError:
+        return ApiError(401, code, message, {"WWW-Authenticate": challenge})
 
-
-async def _caller(request: Request, db: Database, credentials: Credentials) -> Caller:
-    if credentials is None or not credentials.credentials.strip():
-        raise _refused(
+    token = (token or "").strip()
+    if not token:
+        raise refused(
             "unauthenticated",
             "send an API key as 'Authorization: Bearer <key>' (`precompute api-key create`)",
         )
-    token = credentials.credentials.strip()
     if not keys.well_formed(token):
         # Nothing else can be a key: no database work, and nothing cached for it.
-        raise _refused("invalid_key", "the API key is unknown or revoked")
+        raise refused("invalid_key", "the API key is unknown or revoked")
     digest = keys.key_hash(token)
     cache: KeyCache[Caller] = request.app.state.key_cache
     now = time.monotonic()
@@ -65,8 +93,19 @@ async def _caller(request: Request, db: Database, credentials: Credentials) -> C
         request.app.state.metrics.key_checks.labels("known" if caller else "unknown").inc()
         cache.put(digest, caller, now)
     if caller is None:
-        raise _refused("invalid_key", "the API key is unknown or revoked")
+        raise refused("invalid_key", "the API key is unknown or revoked")
     request.state.log["key"] = caller.name
+    return caller
+
+
+def _in_scope(caller: Caller, scopes: tuple[str, ...]) -> Caller:
+    if not set(scopes) & set(caller.scopes):
+        raise ApiError(
+            403,
+            "forbidden",
+            f"this API key lacks the scope {' or '.join(repr(s) for s in scopes)} "
+            f"(it has: {', '.join(caller.scopes)})",
+        )
     return caller
 
 
@@ -74,19 +113,22 @@ def require(*scopes: str) -> Callable[[Request, Database, Credentials], Awaitabl
     """A dependency that admits callers whose key has one of `scopes`."""
 
     async def check(request: Request, db: DbDep, credentials: Credentials) -> Caller:
-        caller = await _caller(request, db, credentials)
-        if not set(scopes) & set(caller.scopes):
-            raise ApiError(
-                403,
-                "forbidden",
-                f"this API key lacks the scope {' or '.join(repr(s) for s in scopes)} "
-                f"(it has: {', '.join(caller.scopes)})",
-            )
-        return caller
+        token = credentials.credentials if credentials else None
+        return _in_scope(await _caller(request, db, token), scopes)
 
     return check
 
 
+async def browser_reader(
+    request: Request, db: DbDep, bearer: Credentials, basic: BasicCredentials
+) -> Caller:
+    """A read key as a Bearer token or as HTTP Basic's password; without one, the challenge
+    makes a browser ask for it."""
+    token = bearer.credentials if bearer else basic.password if basic else None
+    return _in_scope(await _caller(request, db, token, BASIC_CHALLENGE), (keys.READ,))
+
+
 Reader = Annotated[Caller, Depends(require(keys.READ))]
+BrowserReader = Annotated[Caller, Depends(browser_reader)]
 Submitter = Annotated[Caller, Depends(require(keys.SUBMIT))]
 Anyone = Annotated[Caller, Depends(require(keys.READ, keys.SUBMIT))]

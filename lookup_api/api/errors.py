@@ -77,6 +77,16 @@ def responses(*statuses: int, **meaning: str) -> dict[int | str, dict[str, Any]]
     }
 
 
+def json_errors(answers: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
+    """`responses(...)` for a route whose success is not JSON: FastAPI would label the error
+    bodies with the route's own media type, but they are the same JSON as everywhere."""
+    body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    return {
+        status: {key: value for key, value in meaning.items() if key != "model"} | {"content": body}
+        for status, meaning in answers.items()
+    }
+
+
 def answer(
     code: str, message: str, status: int, headers: dict[str, str] | None = None
 ) -> JSONResponse:
