@@ -262,6 +262,8 @@ Lookups (the demo's API key is in {key_file}):
 SQL for analysts (read-only role; the views are described with \\dv+ analytics.*):
   psql "{db.url("reader")}" -c "{query}"
 
+Run report: {api}/v1/runs/{run_id}/report
+  in a browser: any user name, the API key as the password
 Airflow UI: http://127.0.0.1:{settings.airflow_port}
   user admin, password {_airflow_password(settings)} (kept in {passwords})
 Lookup API docs: {api}/docs
