@@ -206,7 +206,12 @@ def test_rescore_shadow_scores_every_entity_then_promotes_when_asked(
         "ON v.version_id = p.model_version_id WHERE v.version = %s",
         (shadow,),
     )
-    assert served == 490  # every accepted entity of the scored batch
+    [(accepted,)] = fetch_all(
+        env.admin_url,
+        "SELECT sum(rows_accepted) FROM precompute.runs WHERE mode = 'incremental' "
+        "AND state = 'succeeded'",
+    )
+    assert served == accepted == 590  # every accepted entity of the scored batches (ids differ)
     assert aliases(env)["champion"] == champion  # shadow scoring changes nothing served
     promoted = run_dag("rescore", {"version": shadow, "promote": True})
     assert states(promoted)["promote"] == "success"
