@@ -256,6 +256,21 @@ def platform_env(
 
 
 @contextmanager
+def warm_driver(env: Env) -> Iterator[Any]:
+    """`precompute spark-driver` for `env`, on its own port, as the demo starts it; the
+    DAGs' Spark tasks of that environment hand their jobs to it while it runs."""
+    from local.processes import Service
+
+    driver = Service("spark-driver", env.root / "driver.pid", env.root / "driver.log")
+    driver.start([sys.executable, "-m", "cli", "spark-driver"], os.environ | env.variables)
+    try:
+        driver.wait_healthy(f"http://127.0.0.1:{env.settings.spark_driver_port}/health", 180)
+        yield driver
+    finally:
+        driver.stop()
+
+
+@contextmanager
 def airflow_env(
     admin_url: str, settings: Settings, root: Path, variables: dict[str, str] | None = None
 ) -> Iterator[Env]:

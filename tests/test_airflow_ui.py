@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from browser import page
-from conftest import Env, dagbag, export_model, free_port, platform_env
+from conftest import Env, dagbag, export_model, free_port, platform_env, warm_driver
 from playwright.sync_api import Locator, Page, expect
 
 from jobs.airflow_environment import api_server_environment
@@ -202,20 +202,15 @@ def test_score_batch_triggered_from_its_form_succeeds_and_its_log_shows_the_job(
 
 
 @pytest.fixture
-def warm_driver(env: Env) -> Iterator[Service]:
+def driver(env: Env) -> Iterator[Service]:
     """The warm driver on the port Airflow's tasks look for it (free until now: the test
     above spark-submitted)."""
-    driver = Service("spark-driver", env.root / "driver.pid", env.root / "driver.log")
-    driver.start([sys.executable, "-m", "cli", "spark-driver"], os.environ | env.variables)
-    try:
-        driver.wait_healthy(f"http://127.0.0.1:{env.settings.spark_driver_port}/health", 180)
-        yield driver
-    finally:
-        driver.stop()
+    with warm_driver(env) as running:
+        yield running
 
 
 def test_batches_that_land_start_scoring_runs_by_themselves_each_scored_once(
-    airflow: Standalone, env: Env, champion: None, warm_driver: Service
+    airflow: Standalone, env: Env, champion: None, driver: Service
 ) -> None:
     rest = airflow.rest()
     rest.unpause("score_batch")  # the previous test's form unpaused it; alone, this does
@@ -256,4 +251,4 @@ def test_batches_that_land_start_scoring_runs_by_themselves_each_scored_once(
     assert ingests == [(3,)]  # each once
     assert all(r["state"] == "success" for r in rest.runs("score_batch")), rest.runs("score_batch")
     # The Airflow tasks handed their stages to the warm driver, as on the demo's platform.
-    assert warm_driver.log.read_text().count("warm driver: stages ended with 0") >= 2
+    assert driver.log.read_text().count("warm driver: stages ended with 0") >= 2

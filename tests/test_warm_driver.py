@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from conftest import Env, export_model, free_port, platform_env
+from conftest import warm_driver as driver_for
 
 from jobs import warm_driver
 from jobs.registration import register
@@ -35,13 +34,8 @@ def env(
 
 @pytest.fixture(scope="module")
 def driver(env: Env) -> Iterator[Service]:
-    service = Service("spark-driver", env.root / "driver.pid", env.root / "driver.log")
-    service.start([sys.executable, "-m", "cli", "spark-driver"], os.environ | env.variables)
-    try:
-        service.wait_healthy(f"http://127.0.0.1:{env.settings.spark_driver_port}/health", 180)
-        yield service
-    finally:
-        service.stop()
+    with driver_for(env) as running:
+        yield running
     assert not warm_driver.token_file(env.settings).exists()  # stopping takes the token away
 
 
