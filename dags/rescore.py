@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import datetime
 
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, Param, TriggerRule, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from jobs.promotion import promote_version
+from jobs.report_link import point_to, with_report_link
 from jobs.run_check import check_runs
+from jobs.run_report import report_url
 from jobs.spark_tasks import spark_job
 from precompute import names
 from precompute.settings import Settings
@@ -68,10 +70,15 @@ with DAG(
             "max_rejected_share": chosen.max_rejected_share,
         }
 
-    @task
-    def check(planned: dict) -> str:  # type: ignore[type-arg]
+    # Also after failed stages, so a failed run is checked and reported too.
+    @task(trigger_rule=TriggerRule.NONE_SKIPPED)
+    def check(planned: dict | None) -> str:  # type: ignore[type-arg]
         """Counts must add up; drift must be within its limit."""
-        return check_runs(Settings(), planned["run_ids"], planned["max_rejected_share"])
+        if planned is None:  # the plan failed: nothing ran, nothing to check
+            raise AirflowSkipException("the plan task failed: no run to check")
+        settings = Settings()
+        point_to(report_url(settings, planned["run_ids"][-1]))
+        return check_runs(settings, planned["run_ids"], planned["max_rejected_share"])
 
     @task
     def promote(params: dict | None = None) -> str:  # type: ignore[type-arg]
@@ -84,4 +91,5 @@ with DAG(
 
     planned = plan()
     stages = spark_job("stages", "plan.stages")
-    planned >> stages >> check(planned) >> promote()  # type: ignore[arg-type]
+    checked = with_report_link(check(planned))  # type: ignore[arg-type]
+    planned >> stages >> checked >> promote()

@@ -39,7 +39,9 @@ from airflow.sdk import (
 from airflow.sdk.exceptions import AirflowSkipException
 
 from jobs.landing_watch import LandingTrigger
+from jobs.report_link import point_to, with_report_link
 from jobs.run_check import check_runs
+from jobs.run_report import report_url
 from jobs.spark_tasks import spark_job
 from precompute import names
 from precompute.names import CHAMPION
@@ -140,11 +142,15 @@ with DAG(
 
     # Also after failed stages, so a failed run is checked and reported too.
     @task(trigger_rule=TriggerRule.NONE_SKIPPED)
-    def check(planned: dict) -> str:  # type: ignore[type-arg]
+    def check(planned: dict | None) -> str:  # type: ignore[type-arg]
         """Counts must add up; rejected share and drift must be within their limits."""
+        if planned is None:  # the plan failed: nothing ran, nothing to check
+            raise AirflowSkipException("the plan task failed: no run to check")
         settings = Settings()
+        point_to(report_url(settings, planned["run_ids"][-1]))  # the newest batch's report
         return check_runs(settings, planned["run_ids"], planned["max_rejected_share"])
 
     planned = plan()
     stages = spark_job("stages", "plan.stages")
-    planned >> stages >> check(planned)  # type: ignore[arg-type]
+    checked = with_report_link(check(planned))  # type: ignore[arg-type]
+    planned >> stages >> checked

@@ -44,7 +44,12 @@ class LandingTrigger(BaseEventTrigger):
         announced: set[str] = set()
         root = Path(self.landing_root)
         while True:
-            ready = await asyncio.to_thread(ready_folders, root, self.require_marker)
+            try:
+                ready = await asyncio.to_thread(ready_folders, root, self.require_marker)
+            except OSError as exc:  # the root unmounted or unreadable for a moment: look again
+                self.log.warning("cannot list the landing root %s: %s", root, exc)
+                await asyncio.sleep(self.poll_seconds)
+                continue
             for folder in ready:
                 if folder.name not in announced:
                     announced.add(folder.name)

@@ -2,7 +2,7 @@
 
 A stage's jobs are tagged with a job group; a daemon thread reads Spark's status tracker (no
 listener, no JVM code of ours) every few seconds and prints a line while the stage runs. Short
-stages print nothing.
+stages, and stages before their first Spark job, print nothing.
 """
 
 from __future__ import annotations
@@ -50,11 +50,14 @@ def _watch(
             line = _line(spark, group, started, first_seen)
         except Exception as exc:  # the session may be stopping; progress is never worth a failure
             line = f"progress unavailable ({type(exc).__name__})"
-        if not done.is_set():  # the stage may have ended while the line was made
+        if line and not done.is_set():  # the stage may have ended while it was made
             print(f"  {label}: {line}", flush=True)
 
 
-def _line(spark: SparkSession, group: str, started: float, first_seen: dict[int, float]) -> str:
+def _line(
+    spark: SparkSession, group: str, started: float, first_seen: dict[int, float]
+) -> str | None:
+    """The progress line; None before the stage has started Spark work."""
     tracker = spark.sparkContext.statusTracker()
     now = time.monotonic()
     jobs = tracker.getJobIdsForGroup(group)
@@ -73,6 +76,8 @@ def _line(spark: SparkSession, group: str, started: float, first_seen: dict[int,
                 if stage.numCompletedTasks:
                     per_task = (now - seen) / stage.numCompletedTasks
                     left.append(per_task * (stage.numTasks - stage.numCompletedTasks))
+    if not total:
+        return None
     estimate = f", about {max(left):.0f} s left in the running Spark stage" if left else ""
     return (
         f"{now - started:.0f} s: {finished} of {total} tasks done in {len(jobs)} Spark "

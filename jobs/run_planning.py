@@ -49,8 +49,8 @@ def plan_runs(settings: Settings, params: Mapping[str, Any], stamp: str) -> list
 
     `stamp` tells full rescores and requests runs apart (the DAG run's start time). With no input
     path, every ready batch folder under the landing root that no run has ingested yet is
-    planned, oldest first (at most `landing_batches_per_run`); with none, the champion answers
-    the model's pending score requests, if there are any.
+    planned, oldest first, except those whose ingest failed; with none, the champion answers the
+    model's pending score requests, if there are any.
     """
     db = database.Database.from_settings(settings)
     registry = Registry(db)
@@ -75,7 +75,7 @@ def plan_runs(settings: Settings, params: Mapping[str, Any], stamp: str) -> list
         batch_id = params.get("batch_id") or Path(input_path.rstrip("/")).name
         batches = [(batch_id, input_path)]
     else:
-        batches = landed_batches(settings, dataset)[: settings.landing_batches_per_run]
+        batches = landed_batches(settings, dataset, db)
     if not batches:
         if CHAMPION not in version.aliases or not pending_requests(db, model):
             return []
@@ -98,20 +98,42 @@ def _share(params: Mapping[str, Any], settings: Settings) -> float:
     return settings.max_rejected_share if value is None else float(value)
 
 
-def landed_batches(settings: Settings, dataset: str) -> list[tuple[str, str]]:
+def landed_batches(
+    settings: Settings, dataset: str, db: database.Database
+) -> list[tuple[str, str]]:
     """The ready folders under the landing root (see `jobs.landing`) whose batch is not in the
     dataset's incoming table yet, oldest first: (id, path). "Ingested" is the lake's own record,
-    ingest's Delta transaction, not run records: an ingest that failed after recording its
-    counts is picked up again."""
+    ingest's Delta transaction, not run records.
+
+    A batch whose ingest failed (unreadable, too many rows rejected) is set aside, not planned
+    again: it would fail every run and hold up the batches behind it. Its failed run and report
+    say why; once it is fixed, score it by triggering `score_batch` with its `input_path`."""
     folders = ready_folders(Path(settings.landing_root), settings.landing_require_marker)
     uri = f"{settings.lake_uri}/{incoming_table(dataset)}"
     table = DeltaTable(uri) if folders and DeltaTable.is_deltatable(uri) else None
-    return [
-        (folder.name, str(folder))
+    pending = [
+        folder
         for folder in folders
         if table is None
         or table.transaction_version(ingest_txn(dataset, folder.name).app_id) is None
     ]
+    aside = set_aside(db, [f.name for f in pending]) if pending else set()
+    return [(f.name, str(f)) for f in pending if f.name not in aside]
+
+
+def set_aside(db: database.Database, batch_ids: list[str]) -> set[str]:
+    """Of these batches, those whose latest ingest attempt failed."""
+    rows = db.fetch(
+        "writer",
+        """
+        SELECT r.batch_id FROM precompute.runs r JOIN precompute.run_stages s USING (run_id)
+         WHERE r.batch_id = ANY(%s) AND s.stage = 'ingest' AND s.state = 'failed'
+           AND s.attempt = (SELECT max(a.attempt) FROM precompute.run_stages a
+                             WHERE a.run_id = s.run_id AND a.stage = 'ingest')
+        """,
+        (batch_ids,),
+    )
+    return {str(batch_id) for (batch_id,) in rows}
 
 
 def pending_requests(db: database.Database, model: str) -> int:

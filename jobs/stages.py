@@ -7,7 +7,8 @@ stage, most of a small run's time. Nothing of the per-stage records is lost: eac
 its attempt in `run_stages` as before, and a stage that already succeeded for a run changes
 nothing when rerun, so a retried task resumes at the stage that failed.
 
-A run that fails stops the runs planned after it: batches are scored in landing order, each once.
+Batches are scored in landing order, each once. A run that fails does not stop the runs planned
+after it; the job fails once all have run.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from jobs.score import ScoreRequest, score
 from jobs.spark import spark_session
 from precompute.commands import job_main
 from precompute.database import Database
+from precompute.errors import PrecomputeError
 from precompute.settings import Settings
 
 if TYPE_CHECKING:
@@ -37,7 +39,9 @@ if TYPE_CHECKING:
 def run_plans(
     spark: SparkSession, settings: Settings, db: Database, plans: Sequence[ScorePlan]
 ) -> None:
-    """Each plan's stages in order; the first failure stops the rest."""
+    """Each plan's stages in order. A run that fails does not stop the others (one bad batch
+    must not hold up the rest); the job fails at the end, naming the runs that failed."""
+    failed = []
     for n, plan in enumerate(plans, 1):
         batch = f", batch {plan.batch_id}" if plan.batch_id else ""
         print(
@@ -45,13 +49,31 @@ def run_plans(
             f"v{plan.version}{batch}",
             flush=True,
         )
-        if plan.mode == "incremental":
-            with _stage(spark, plan, "ingest") as done:
-                done(ingest(spark, settings, _ingest_request(plan)).summary())
-        with _stage(spark, plan, "score") as done:
-            done(score(spark, settings, db, _score_request(plan)).summary())
-        with _stage(spark, plan, "publish") as done:
-            done(publish(spark, settings, db, plan.run_id).summary())
+        try:
+            _run_stages(spark, settings, db, plan)
+        except Exception as exc:  # each stage recorded its failure; the next run goes on
+            print(f"error: run {plan.run_id} failed: {_first_line(exc)}", flush=True)
+            failed.append(plan.run_id)
+    if failed:
+        raise RunsFailed(f"{len(failed)} of {len(plans)} runs failed: {', '.join(failed)}")
+
+
+class RunsFailed(PrecomputeError):
+    """Some planned runs failed; each said why in the log and in its run record."""
+
+
+def _run_stages(spark: SparkSession, settings: Settings, db: Database, plan: ScorePlan) -> None:
+    if plan.mode == "incremental":
+        with _stage(spark, plan, "ingest") as done:
+            done(ingest(spark, settings, _ingest_request(plan)).summary())
+    with _stage(spark, plan, "score") as done:
+        done(score(spark, settings, db, _score_request(plan)).summary())
+    with _stage(spark, plan, "publish") as done:
+        done(publish(spark, settings, db, plan.run_id).summary())
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 @contextmanager

@@ -29,8 +29,10 @@ import io
 import json
 import queue
 import secrets
+import select
 import shutil
 import signal
+import socket
 import sys
 import threading
 import traceback
@@ -41,13 +43,13 @@ from typing import TYPE_CHECKING, TextIO
 
 from jobs.spark import spark_session
 from precompute.private_files import write_private
-from precompute.settings import Settings
+from precompute.settings import Settings, project_root
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 # The jobs a driver runs: the DAGs' Spark tasks. Nothing else is importable through it.
-JOBS = ("stages", "ingest", "score", "publish", "train", "maintenance")
+JOBS = ("stages", "train", "maintenance")
 EXIT_PREFIX = "precompute-exit: "
 MAX_REQUEST_BYTES = 1 << 20
 
@@ -58,20 +60,27 @@ def token_file(settings: Settings) -> Path:
 
 
 def fingerprint(settings: Settings) -> str:
-    """What decides where a job's data goes. A driver refuses the jobs of a client whose
-    settings differ (another database, another lake): the client spark-submits instead."""
-    where = {
-        "database_url": settings.database_url.get_secret_value() if settings.database_url else None,
-        "pg": [settings.pg_port, settings.pg_database],
-        "paths": [
-            settings.lake_uri,
-            settings.landing_root,
-            settings.models_root,
-            str(settings.contracts_dir),
-            str(settings.var_dir),
-        ],
-    }
-    return hashlib.sha256(json.dumps(where, sort_keys=True).encode()).hexdigest()
+    """The settings and the code a job runs with. A driver refuses the jobs of a client whose
+    settings or code differ from its own (another database, another master, a checkout changed
+    since the driver started): the client spark-submits instead, and `precompute demo` restarts
+    the driver. The workers' interpreter is left out: the same venv is named in several ways."""
+    values = settings.model_dump(mode="json", exclude={"spark_python"})
+    values["database_url"] = (
+        settings.database_url.get_secret_value() if settings.database_url else None
+    )
+    values["code"] = _code_version()
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _code_version() -> str:
+    """A digest of the Python code jobs run (`jobs/`, `precompute/`): a long-lived driver
+    keeps the modules it imported, so a client running other code must not use it."""
+    root = project_root()
+    digest = hashlib.sha256()
+    for folder in ("jobs", "precompute"):
+        for path in sorted((root / folder).rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 # ---- client: what the Airflow tasks call -----------------------------------------------------
@@ -102,29 +111,44 @@ def run_remote(
         conn.close()
         return None  # no driver on the port: spark-submit
     try:
-        if answer.status == 409:  # a driver for other settings: not ours to use
-            write(f"the warm driver on port {settings.spark_driver_port} runs with other settings")
+        if answer.status == 409:  # a driver for other settings or code: not ours to use
+            write(
+                f"the warm driver on port {settings.spark_driver_port} runs with other settings "
+                "or code (restart it): spark-submit"
+            )
             return None
         if answer.status != 200:
             raise RuntimeError(
                 f"the warm driver refused the job ({answer.status}): {answer.read()[:300]!r}"
             )
+        # The exit status is the last line before the driver closes the connection, nothing
+        # else: a job's own output cannot end the job early, whatever it prints.
+        last: str | None = None
         for raw in answer:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            if line.startswith(EXIT_PREFIX):
-                return int(line[len(EXIT_PREFIX) :])
-            write(line)
+            if last is not None:
+                write(last)
+            last = raw.decode("utf-8", "replace").rstrip("\n")
+        if last is not None and last.startswith(EXIT_PREFIX):
+            code = last[len(EXIT_PREFIX) :]
+            if code.lstrip("-").isdigit():
+                return int(code)
+        if last is not None:
+            write(last)
         raise RuntimeError("the warm driver went away during the job (see its log)")
     finally:
         conn.close()
 
 
 def driver_healthy(settings: Settings) -> bool:
+    """A driver answers on the settings' port and runs jobs with these settings and code."""
     conn = http.client.HTTPConnection("127.0.0.1", settings.spark_driver_port, timeout=2)
     try:
         conn.request("GET", "/health")
-        return conn.getresponse().status == 200
-    except OSError:
+        answer = conn.getresponse()
+        return answer.status == 200 and json.loads(answer.read())["settings"] == fingerprint(
+            settings
+        )
+    except (OSError, ValueError, KeyError):
         return False
     finally:
         conn.close()
@@ -177,10 +201,9 @@ def serve(settings: Settings) -> int:
     _warm_up(spark, settings.var_dir / "spark-driver" / "warm-up")
     token = secrets.token_urlsafe(32)
     jobs: queue.Queue[_Job] = queue.Queue()
-    server = http.server.ThreadingHTTPServer(
+    server = _Server(
         ("127.0.0.1", settings.spark_driver_port), _handler(token, fingerprint(settings), jobs)
     )
-    server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True, name="http").start()
     token_file(settings).parent.mkdir(parents=True, exist_ok=True)
     write_private(token_file(settings), token)  # clients find the driver once it listens
@@ -189,14 +212,20 @@ def serve(settings: Settings) -> int:
         f"jobs on http://127.0.0.1:{settings.spark_driver_port}",
         flush=True,
     )
-    # `precompute down` sends SIGTERM: leave through the finally below, taking the token away.
-    signal.signal(signal.SIGTERM, _interrupt)
+    stopping = _Stopping(spark)
+    signal.signal(signal.SIGTERM, stopping.handle)
     try:
-        while True:
-            _run(spark, jobs.get())
+        while not stopping.asked:
+            job = jobs.get()
+            stopping.running = True
+            _run(spark, job)
+            stopping.running = False
+            # Tables a job cached must not answer the next job's reads of the same files.
+            spark.catalog.clearCache()
             if spark.sparkContext._jsc is None or spark.sparkContext._jsc.sc().isStopped():
                 print("warm driver: the Spark session stopped; exiting", flush=True)
                 return 1
+        return 0
     except KeyboardInterrupt:
         return 0
     finally:
@@ -224,8 +253,30 @@ def _warm_up(spark: SparkSession, scratch: Path) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # To the driver's own log, not to the client of whichever job is running.
+        traceback.print_exc(file=sys.__stderr__)
+
+
+class _Stopping:
+    """SIGTERM (`precompute down`): idle, stop at once; during a job, cancel its Spark work so
+    it fails the way any job fails (its stages record it and give back what they claimed),
+    then stop. Never an exception thrown into the middle of a job."""
+
+    def __init__(self, spark: SparkSession) -> None:
+        self.spark = spark
+        self.asked = False
+        self.running = False
+
+    def handle(self, signum: int, frame: object) -> None:
+        self.asked = True
+        if not self.running:
+            raise KeyboardInterrupt
+        # py4j is not safe to call from a signal handler: cancel from a thread of its own.
+        threading.Thread(target=self.spark.sparkContext.cancelAllJobs, daemon=True).start()
 
 
 def _run(spark: SparkSession, job: _Job) -> None:
@@ -237,10 +288,17 @@ def _run(spark: SparkSession, job: _Job) -> None:
     cancel.start()
     code = 1
     try:
+        if job.client_left.is_set():
+            print("warm driver: the client left before the job started; not run")
+            return
         print(f"warm driver: {job.name} {' '.join(job.args)}")
         code = importlib.import_module(f"jobs.{job.name}").main(job.args)
-    except SystemExit as exc:  # argparse's way of refusing arguments
-        code = exc.code if isinstance(exc.code, int) else 2
+    except SystemExit as exc:  # argparse refusing arguments; a job that exits
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
+            print(exc.code)
+            code = 1
     except Exception:  # the client hears it; the driver goes on with the next job
         traceback.print_exc()
     finally:
@@ -267,8 +325,9 @@ def _handler(
         protocol_version = "HTTP/1.0"  # the answer ends when the connection closes
 
         def do_GET(self) -> None:
-            status = 200 if self.path == "/health" else 404
-            self._answer(status, b"ok\n" if status == 200 else b"not found\n")
+            if self.path != "/health":
+                return self._answer(404, b"not found\n")
+            return self._answer(200, json.dumps({"settings": settings_print}).encode())
 
         def do_POST(self) -> None:
             if self.path != "/jobs":
@@ -276,7 +335,8 @@ def _handler(
             given = self.headers.get("Authorization", "")
             if not secrets.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 return self._answer(401, b"a valid bearer token is required\n")
-            length = int(self.headers.get("Content-Length") or 0)
+            declared = self.headers.get("Content-Length") or "0"
+            length = int(declared) if declared.isdigit() else 0
             if not 0 < length <= MAX_REQUEST_BYTES:
                 return self._answer(413, b"the request must be a JSON body under 1 MiB\n")
             try:
@@ -288,7 +348,7 @@ def _handler(
                     400, b'expected {"job": NAME, "args": [...], "settings": ...}\n'
                 )
             if theirs != settings_print:
-                return self._answer(409, b"this driver runs with other settings\n")
+                return self._answer(409, b"this driver runs with other settings or code\n")
             if name not in JOBS:
                 return self._answer(400, f"unknown job {name!r}: one of {JOBS}\n".encode())
             job = _Job(name, args)
@@ -296,16 +356,20 @@ def _handler(
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; charset=utf-8")
             self.end_headers()
-            while (line := job.lines.get()) is not None:
+            while True:
+                try:
+                    line = job.lines.get(timeout=1.0)
+                except queue.Empty:  # a queued or quiet job: is its client still there?
+                    if _closed(self.connection):
+                        job.client_left.set()
+                    continue
+                if line is None:
+                    return None
                 try:
                     self.wfile.write(line.encode("utf-8", "replace") + b"\n")
                     self.wfile.flush()
                 except OSError:
                     job.client_left.set()
-                    while job.lines.get() is not None:  # let the job finish its output
-                        pass
-                    return
-            return None
 
         def _answer(self, status: int, body: bytes) -> None:
             self.send_response(status)
@@ -318,3 +382,14 @@ def _handler(
             pass  # the driver prints each job's start and end itself
 
     return Handler
+
+
+def _closed(connection: socket.socket) -> bool:
+    """The peer closed its end (a request is never followed by more bytes here)."""
+    ready, _, _ = select.select([connection], [], [], 0)
+    if not ready:
+        return False
+    try:
+        return connection.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True

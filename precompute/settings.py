@@ -73,12 +73,6 @@ class Settings(BaseSettings):
         le=3600,
         description="How often Airflow's triggerer looks for newly landed batch folders.",
     )
-    landing_batches_per_run: int = Field(
-        20,
-        ge=1,
-        description="At most this many landed batches are scored by one scoring run, in order; "
-        "the next run takes the rest.",
-    )
     jars_dir: Path = Field(
         default_factory=lambda: project_root() / ".jars",
         description="JAR cache: the pinned JVM artifacts `make` fetches (jvm/<set>/), which "

@@ -26,6 +26,7 @@ from playwright.sync_api import Locator, Page, expect
 
 from jobs.airflow_environment import api_server_environment
 from jobs.registration import register
+from jobs.run_report import report_url
 from jobs.sample_data import customers, with_bad_rows
 from local.airflow_rest import Airflow
 from local.landing import land_batch
@@ -201,6 +202,15 @@ def test_score_batch_triggered_from_its_form_succeeds_and_its_log_shows_the_job(
         assert browsing.refused == []
 
 
+def champion_version(env: Env) -> int:
+    rows = Database.from_settings(env.settings).fetch(
+        "writer",
+        "SELECT v.version FROM precompute.model_aliases a JOIN precompute.model_versions v "
+        "USING (version_id) WHERE a.alias = 'champion'",
+    )
+    return int(str(rows[0][0]))
+
+
 @pytest.fixture
 def driver(env: Env) -> Iterator[Service]:
     """The warm driver on the port Airflow's tasks look for it (free until now: the test
@@ -250,5 +260,19 @@ def test_batches_that_land_start_scoring_runs_by_themselves_each_scored_once(
     )
     assert ingests == [(3,)]  # each once
     assert all(r["state"] == "success" for r in rest.runs("score_batch")), rest.runs("score_batch")
+    # The check task links to the run's report: an extra link on the task instance (Airflow's
+    # REST API lists it) and the address in its log.
+    links = rest._call(
+        "GET", f"/api/v2/dags/score_batch/dagRuns/{first['dag_run_id']}/taskInstances/check/links"
+    )
+    report = report_url(env.settings, f"score-land-1-churn-v{champion_version(env)}")
+    assert links["extra_links"] == {"Run report": report}, links
+    with page("airflow-report-link", viewport={"width": 1280, "height": 1200}) as browsing:
+        sign_in(browsing.page, airflow)
+        browsing.page.goto(
+            f"{airflow.base}/dags/score_batch/runs/{first['dag_run_id']}/tasks/check"
+        )
+        # The task log shows the address as a link a user can click.
+        expect(browsing.page.get_by_role("link", name=report)).to_have_attribute("href", report)
     # The Airflow tasks handed their stages to the warm driver, as on the demo's platform.
     assert driver.log.read_text().count("warm driver: stages ended with 0") >= 2

@@ -195,7 +195,8 @@ def test_a_failing_stage_fails_the_dag_run_with_its_message_in_the_task_log(
     assert states(run)["stages"] == "failed"
     assert states(run)["check"] == "failed"  # a failed run is checked (and reported) too
     log = capfd.readouterr()  # dag.test() writes the task logs to the console
-    assert f"error: input {missing} does not exist" in log.out + log.err
+    said = f"error: run score-b-missing-churn-v{champion} failed: input {missing} does not exist"
+    assert said in log.out + log.err
 
 
 def test_rescore_shadow_scores_every_entity_then_promotes_when_asked(

@@ -20,6 +20,7 @@ from conftest import fetch_all
 from jobs.batch_files import InputError
 from jobs.ingest import IngestRequest, RejectedShareExceeded, ingest
 from jobs.run_planning import landed_batches
+from precompute.database import Database
 from precompute.settings import Settings
 
 HEADER = (
@@ -357,20 +358,25 @@ def test_a_killed_ingest_leaves_the_tables_unchanged_and_a_rerun_completes(
     ) == [(1, "abandoned"), (2, "succeeded")]
 
 
-def test_the_scheduler_picks_a_batch_up_until_the_lake_holds_it(
+def test_the_planner_takes_landed_batches_and_sets_aside_one_whose_ingest_failed(
     spark: Any, job_settings: Settings
 ) -> None:
+    db = Database.from_settings(job_settings)
     landing = Path(job_settings.landing_root)
     rejected = write_csv(landing / "s1", [*good_lines(1), BAD_CSV["range"][0], BAD_CSV["type"][0]])
-    assert landed_batches(job_settings, "customers") == [("s1", str(rejected))]
+    assert landed_batches(job_settings, "customers", db) == [("s1", str(rejected))]
     # Its ingest fails after recording its counts (two of three rows rejected): the batch is
-    # not in the incoming table, so the next scheduled run takes it again.
+    # not in the incoming table, and it is set aside, so it cannot fail every later run and
+    # hold up the batches that land after it.
     with pytest.raises(RejectedShareExceeded):
         ingest(spark, job_settings, request(rejected, "s1"))
     assert fetch_all(
         job_settings.database_url.get_secret_value(),  # type: ignore[union-attr]
         "SELECT rows_read FROM precompute.runs WHERE run_id = 'run-s1'",
     ) == [(3,)]
-    assert landed_batches(job_settings, "customers") == [("s1", str(rejected))]
+    later = write_csv(landing / "s2", good_lines(2))
+    assert landed_batches(job_settings, "customers", db) == [("s2", str(later))]
+    # Scored by hand with a higher limit, it is ingested like any batch.
     ingest(spark, job_settings, request(rejected, "s1", max_rejected_share=0.9))
-    assert landed_batches(job_settings, "customers") == []
+    ingest(spark, job_settings, request(later, "s2"))
+    assert landed_batches(job_settings, "customers", db) == []

@@ -374,6 +374,7 @@ def test_the_api_serves_the_report_to_a_read_key_as_bearer_or_basic(
         assert answer.headers["content-type"].startswith("text/html")
         assert answer.text == stored(runs, BATCH)
         assert answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["cache-control"] == "no-store"
         policy = answer.headers["content-security-policy"]
         assert policy.startswith("default-src 'none'; img-src data:; style-src 'unsafe-inline'")
 

@@ -99,10 +99,15 @@ def test_a_failing_job_says_why_and_the_driver_takes_the_next(
     )
     code, lines = remote(env, "stages", stages_args([missing, good]))
     assert code == 1
-    assert "error: input /nowhere/x does not exist" in lines, lines
-    assert not any("(2 of 2)" in line for line in lines)  # a failed run stops those after it
+    assert "error: run score-w-missing failed: input /nowhere/x does not exist" in lines, lines
+    # A failed run does not hold up the runs planned after it.
+    assert any(line.startswith("  publish (") and "w-2" in line for line in lines), lines
+    assert "error: 1 of 2 runs failed: score-w-missing" in lines, lines
     code, lines = remote(env, "stages", stages_args([good]))
     assert code == 0, lines
+    # A job's output cannot end it early: only the last line is its exit status.
+    code, lines = remote(env, "stages", ["--plans", "not json\nprecompute-exit: 0"])
+    assert code == 1 and any("json" in line.lower() for line in lines), lines
 
 
 def test_the_driver_refuses_what_is_not_a_job_for_it(env: Env, driver: Service) -> None:
@@ -122,6 +127,7 @@ def test_the_driver_refuses_what_is_not_a_job_for_it(env: Env, driver: Service) 
         return status
 
     job = {"job": "stages", "args": ["--plans", "[]"], "settings": mine}
+    assert post(json.dumps(job | {"job": "ingest"}).encode()) == 400  # the DAGs' jobs only
     assert post(json.dumps(job).encode(), token=None) == 401
     assert post(json.dumps(job).encode(), token="guess") == 401
     assert post(json.dumps(job | {"job": "os"}).encode()) == 400  # only the project's jobs
@@ -132,10 +138,20 @@ def test_the_driver_refuses_what_is_not_a_job_for_it(env: Env, driver: Service) 
     elsewhere = env.settings.model_copy(update={"lake_uri": str(env.root / "other-lake")})
     said: list[str] = []
     assert warm_driver.run_remote(elsewhere, "stages", ["--plans", "[]"], said.append) is None
-    assert said == [f"the warm driver on port {port} runs with other settings"]
+    assert said == [
+        f"the warm driver on port {port} runs with other settings or code (restart it): "
+        "spark-submit"
+    ]
     # With the setting at submit, or with no driver on the port, the tasks spark-submit.
     submit = env.settings.model_copy(update={"spark_driver": "submit"})
     assert warm_driver.run_remote(submit, "stages", ["--plans", "[]"], said.append) is None
     nobody = env.settings.model_copy(update={"spark_driver_port": free_port()})
     assert warm_driver.run_remote(nobody, "stages", ["--plans", "[]"], said.append) is None
     assert warm_driver.driver_healthy(env.settings)
+    assert not warm_driver.driver_healthy(elsewhere)  # the demo restarts a driver like that
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request(
+        "POST", "/jobs", headers={"Content-Length": "lots", "Authorization": f"Bearer {token}"}
+    )
+    assert conn.getresponse().status == 413  # not a length: refused, the server lives on
+    conn.close()

@@ -22,6 +22,8 @@ REPORT_HEADERS = {
         "default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
+    # A report is read with a key: not kept in a shared or a browser's disk cache.
+    "Cache-Control": "no-store",
 }
 
 
