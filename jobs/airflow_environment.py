@@ -15,6 +15,11 @@ from precompute.settings import Settings, project_root
 
 SPARK_CONN_ID = "spark_default"
 
+# Airflow standalone keeps its state in SQLite, whose writers wait 5 s for a lock by default. On
+# two busy cores the UI's "unpause on trigger" waited longer behind the scheduler and the
+# triggerer and failed with "database is locked" (HTTP 500): wait up to a minute instead.
+SQLITE_CONNECT_ARGS = {"timeout": 60}
+
 
 def spark_connection(settings: Settings) -> str:
     """AIRFLOW_CONN_SPARK_DEFAULT for the settings' Spark master.
@@ -41,13 +46,15 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
 
 
 def api_server_environment(port: int) -> dict[str, str]:
-    """Variables for `airflow standalone` serving its UI and REST API on 127.0.0.1:`port`.
+    """Variables for `airflow standalone` serving its UI and REST API on 127.0.0.1:`port`,
+    with its SQLite state.
 
     Its tasks report to the Execution API of that same server, whose URL Airflow otherwise
     derives as http://localhost:8080/execution/ whatever the port: on any other port every task
     fails before it starts (the supervisor's connection is refused).
     """
     return {
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{__name__}.SQLITE_CONNECT_ARGS",
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
