@@ -24,6 +24,7 @@ from jobs.bundle.steps import (
     Program,
     Scale,
     Step,
+    Task,
     Trees,
 )
 from jobs.bundle.trees import forest_from_nodes
@@ -111,6 +112,11 @@ def build_program(bundle: Bundle, *, fold: bool = True) -> Program:
     if isinstance(final, Linear) and fold:
         folded = fold_linear(steps, kinds)
         steps = [folded] if folded is not None else steps
+    task: Task = (
+        "classification"
+        if model.op.endswith("classifier") or model.op.startswith("logistic")
+        else "regression"
+    )
     return Program(
         inputs=tuple(
             Input(
@@ -124,9 +130,8 @@ def build_program(bundle: Bundle, *, fold: bool = True) -> Program:
             for name, kind in inputs.items()
         ),
         steps=tuple(steps),
-        task="classification"
-        if model.op.endswith("classifier") or model.op.startswith("logistic")
-        else "regression",
+        task=task,
+        num_classes=int(model.attributes.get("num_classes", 2)) if task == "classification" else 0,
         model_op=model.op,
         threshold=float(model.attributes.get("threshold", 0.5)),
         num_features=width,

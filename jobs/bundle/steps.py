@@ -112,9 +112,14 @@ class Input:
 
 @dataclass(frozen=True)
 class Program:
+    """The checked steps of a bundle. The last step (the model) yields, per row: a regressor's
+    prediction, shape (n,); a binary classifier's positive-class probability, shape (n,); a
+    multiclass classifier's class probabilities in class-index order, shape (n, num_classes)."""
+
     inputs: tuple[Input, ...]
     steps: tuple[Step, ...]
     task: Task
+    num_classes: int  # 0 for a regressor, 2 for a binary classifier, K for K classes
     model_op: str
     threshold: float  # a classifier's label is the positive class when score > threshold
     num_features: int
