@@ -809,9 +809,7 @@ def test_ids_that_cannot_be_served_are_left_out_of_a_publish_not_blocking_it(
     version = setup.champion
     scored_at = datetime.datetime(2026, 11, 30, 12, tzinfo=datetime.UTC)
     ids = ["ok-1", "nul\x00id", "ok-2", "bell\x07", "x" * 300]
-    rows = spark.createDataFrame(
-        [(i, 0.5, "true") for i in ids], "entity_id string, score double, label string"
-    )
+    rows = spark.createDataFrame([(i, 0.5, "true", None) for i in ids], predictions.SCORED_SCHEMA)
     target = predictions.target(MODEL, version.version_id, run_id, scored_at)
     lake(spark, setup.settings).append(rows, target, Txn(f"precompute.score:{run_id}"))
     recorder = RunRecorder(
