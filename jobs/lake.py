@@ -52,6 +52,8 @@ class Target:
     `stats_columns` are the columns Delta keeps file statistics on (for skipping files when
     reading with a filter on them), set when the table is created; Delta's default is the first
     32 columns, whose statistics cost a fifth of an ingest's time and serve no reader here.
+    `adds_columns`: the write may add columns a table made by an older release lacks (Delta's
+    schema merge; the rows already there read null in them).
     """
 
     table: str
@@ -60,6 +62,7 @@ class Target:
     sources: Mapping[str, str] = field(default_factory=dict)
     constants: Mapping[str, Any] = field(default_factory=dict)
     stats_columns: Sequence[str] = ()
+    adds_columns: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,8 @@ class Lake:
         )
         if target.partition_by:
             writer = writer.partitionBy(*target.partition_by)
+        if target.adds_columns:
+            writer = writer.option("mergeSchema", "true")
         if target.stats_columns and not self.exists(target.table):
             writer = writer.option("delta.dataSkippingStatsColumns", ",".join(target.stats_columns))
         try:

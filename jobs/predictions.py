@@ -1,6 +1,8 @@
 """The Delta `predictions` table: every prediction of every run, kept as history.
 
-One row per entity per run. Columns that are the same for a whole run (model, version, run id,
+One row per entity per run. `probabilities` holds a multiclass model's probability of each
+class, by class (null for other models); tables written before it existed gain it on the next
+append. Columns that are the same for a whole run (model, version, run id,
 scoring time) are written as constants where the files are written, so they cost nothing to
 carry through Spark. The table is partitioned by the scoring date; a run's rows are found by
 that date (partition pruning) and its run id (Parquet statistics skip other runs' row groups).
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
 
 TABLE = "predictions"
 # What the scoring function returns per row; the rest of COLUMNS are constants of the run.
-SCORED_SCHEMA = "entity_id string, score double, label string"
+SCORED_SCHEMA = "entity_id string, score double, label string, probabilities map<string, double>"
 COLUMNS = (
     "entity_id",
     "score",
@@ -28,6 +30,7 @@ COLUMNS = (
     "run_id",
     "scored_at",
     "scored_date",
+    "probabilities",
 )
 PARTITION_BY = ("scored_date",)
 
@@ -46,6 +49,7 @@ def target(model: str, model_version_id: int, run_id: str, scored_at: datetime.d
             "scored_date": scored_at.astimezone(datetime.UTC).date(),
         },
         stats_columns=("run_id", "model_version_id", "entity_id"),
+        adds_columns=True,
     )
 
 

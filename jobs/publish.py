@@ -135,7 +135,13 @@ def _publish(
         left_out = Observation(f"publish-{info.run_id}")
         observed = rows.observe(left_out, F.count(F.when(~servable, 1)).alias("n"))
         copied = copy_rows(
-            observed.where(servable).select(*serving_store.COPY_COLUMNS),
+            observed.where(servable).select(
+                # Served as JSON ({class: probability}), written by Spark (exact doubles).
+                *(
+                    F.to_json(name).alias(name) if name == "probabilities" else F.col(name)
+                    for name in serving_store.COPY_COLUMNS
+                )
+            ),
             url,
             serving.copy_statement(pub),
             settings.publish_streams or spark.sparkContext.defaultParallelism,

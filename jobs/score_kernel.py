@@ -55,6 +55,11 @@ def score_batches(
         if out.num_rows != batch.num_rows:  # the count check before the write relies on it
             raise AssertionError(f"scored {out.num_rows} rows of a batch of {batch.num_rows}")
         yield pa.RecordBatch.from_arrays(
-            [pc.cast(out.column(0), pa.string()), out.column(1), out.column(2)],
-            names=["entity_id", "score", "label"],
+            [
+                pc.cast(out.column(0), pa.string()),
+                out.column("score"),
+                out.column("label"),
+                out.column("probabilities"),
+            ],
+            names=["entity_id", "score", "label", "probabilities"],
         )

@@ -33,8 +33,9 @@ async def lookup(
             "scored_at": stamps.get(scored_at)
             or stamps.setdefault(scored_at, scored_at.isoformat()),
             "run_id": run_id,
+            "probabilities": probabilities,
         }
-        for number, entity, score, label, scored_at, run_id in rows  # store.SERVED_COLUMNS
+        for number, entity, score, label, scored_at, run_id, probabilities in rows  # SERVED_COLUMNS
         if entity is not None
     ]
     return int(rows[0][0]), found

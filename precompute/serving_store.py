@@ -52,6 +52,9 @@ COLUMNS = (
     ("label", "text"),
     ("scored_at", "timestamp with time zone NOT NULL"),
     ("run_id", "text NOT NULL"),
+    # A multiclass model's {class: probability} (null for other models); last, because
+    # sql/0017 added it to partitions made before it, which SELECT * must read in this order.
+    ("probabilities", "jsonb"),
 )
 PARTITION_KEY = "model_version_id"
 KEY = (PARTITION_KEY, "entity_id")  # a partition's primary key

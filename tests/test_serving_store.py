@@ -9,6 +9,8 @@ import asyncio
 import csv
 import datetime
 import io
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +28,8 @@ from precompute.settings import Settings
 
 SEED = models_seed(3)
 SCORED_AT = datetime.datetime(2026, 12, 1, 12, tzinfo=datetime.UTC)
-Row = tuple[str, float, str | None]  # entity_id, score, label: store.COPY_COLUMNS
+# entity_id, score, label, probabilities (JSON; left out: null): store.COPY_COLUMNS
+Row = tuple[str, float, str | None] | tuple[str, float, str | None, str]
 
 
 @pytest.fixture
@@ -55,7 +58,7 @@ def publish(url: str, settings: Settings, run_id: str, version_id: int, rows: li
     pub = serving.Publication(run_id, mode, version_id, SCORED_AT, len(rows))
     planned = serving.prepare(writer, "", pub)
     text = io.StringIO()
-    csv.writer(text).writerows(rows)
+    csv.writer(text).writerows(row if len(row) == 4 else (*row, None) for row in rows)
     text.seek(0)
     connection = database.connect(writer)
     try:
@@ -156,7 +159,9 @@ def test_what_the_jobs_publish_and_prune_the_api_reads_through_aliases_and_versi
     v2: list[Row] = [("c0", 0.1, "false"), ("c1", 0.8, "true")]
     assert publish(migrated, settings, "full-v1", ids[1], v1) == "swap"
     assert publish(migrated, settings, "full-v2", ids[2], v2) == "swap"
-    assert publish(migrated, settings, "full-v3", ids[3], [("c0", 0.5, None)]) == "swap"
+    # v3 is a multiclass model: its rows carry every class's probability.
+    multiclass = ("c0", 0.5, "b", '{"a": 0.25, "b": 0.5, "c": 0.25}')
+    assert publish(migrated, settings, "full-v3", ids[3], [multiclass]) == "swap"
     # An incremental batch much smaller than what v1 serves: an upsert into its partition.
     assert publish(migrated, settings, "inc-v1", ids[1], [("c1", 0.7, "true")]) == "upsert"
     # One about as big as what is served: merged with the served rows and swapped in.
@@ -208,7 +213,9 @@ def test_what_the_jobs_publish_and_prune_the_api_reads_through_aliases_and_versi
     )
     assert found(got["champion"]) == champion
     assert found(got["v1"]) == champion
-    assert found(got["challenger"]) == (3, {"c0": (0.5, None, "full-v3")})
+    assert found(got["challenger"]) == (3, {"c0": (0.5, "b", "full-v3")})
+    assert got["challenger"][1][0]["probabilities"] == {"a": 0.25, "b": 0.5, "c": 0.25}
+    assert got["champion"][1][0]["probabilities"] is None  # binary: none
     assert found(got["pruned"]) == (2, {})  # the version is known, it serves nothing now
     assert got["no alias"] is None and got["no version"] is None and got["no model"] is None
     assert got["known"] == ("v1, v2, v3", "challenger, champion")
@@ -238,8 +245,76 @@ def test_what_the_jobs_publish_and_prune_the_api_reads_through_aliases_and_versi
             "v1": lookup("churn", "champion", 1, wanted),
         },
     )
-    assert found(after["champion"]) == (3, {"c0": (0.5, None, "full-v3")})
+    assert found(after["champion"]) == (3, {"c0": (0.5, "b", "full-v3")})
     assert found(after["v1"]) == (1, {})
     assert fetch_all(migrated, f"SELECT model_version_id FROM {store.SERVING_VERSIONS}") == [
         (ids[3],)
     ]
+    # Analysts filter the multiclass champion's classes in SQL, one row per class.
+    assert fetch_all(
+        database.with_role(migrated, "reader", settings),
+        "SELECT entity_id, class, probability, predicted "
+        "FROM analytics.current_class_probabilities WHERE probability >= 0.25 ORDER BY class",
+    ) == [("c0", "a", 0.25, False), ("c0", "b", 0.5, True), ("c0", "c", 0.25, False)]
+
+
+def test_binary_predictions_served_before_the_class_probabilities_migration_keep_serving(
+    fresh_database: str, settings: Settings, tmp_path: Path
+) -> None:
+    """A database served binary predictions under the layout before sql/0017; after it, they
+    read as before (no probabilities), and an upsert into their partition still lines up."""
+    before = tmp_path / "sql"
+    shutil.copytree(migrations.migrations_dir(), before)
+    added = before / "0017_class_probabilities.sql"
+    added.unlink()
+    migrations.migrate(fresh_database, settings, before)
+    fetch_all(database.with_role(fresh_database, "writer", settings), SEED)
+    ids = version_ids(fresh_database)
+    # Served the old way: the COPY names the three columns a release before 0017 copied.
+    writer = database.with_role(fresh_database, "writer", settings)
+    pub = serving.Publication("full-old", "full", ids[1], SCORED_AT, 4)
+    fetch_all(
+        fresh_database,
+        "INSERT INTO precompute.runs (run_id, mode, model_version_id, state) "
+        "VALUES ('full-old', 'full', %s, 'running')",
+        (ids[1],),
+    )
+    serving.prepare(writer, "", pub)
+    old_copy = serving.copy_statement(pub).replace(", probabilities)", ")")
+    assert old_copy != serving.copy_statement(pub)
+    with database.connect(writer) as connection, connection.cursor() as cur:
+        cur.execute(
+            "ALTER TABLE {} DROP COLUMN probabilities".format(".".join(pub.staging.strings))
+        )
+        old_rows = "c0,0.9,true\nc1,0.2,false\nc3,0.1,false\nc4,0.4,false\n"
+        cur.copy_expert(old_copy, io.StringIO(old_rows))
+    serving.index(writer, "", pub)
+    serving.apply(writer, "", pub, "swap")
+    registry(fresh_database, settings).move_aliases("churn", {"champion": 1})
+
+    migrations.migrate(fresh_database, settings)  # applies 0017 only
+    assert publish(fresh_database, settings, "inc-new", ids[1], [("c2", 0.7, "true")]) == "upsert"
+    # A batch as big as what is served merges the served rows into a new partition.
+    merged: list[Row] = [("c3", 0.6, "true"), ("c5", 0.3, "false"), ("c6", 0.1, "false")]
+    assert publish(fresh_database, settings, "inc-merge", ids[1], merged) == "merge"
+    got = read(fresh_database, settings, {"v1": lookup("churn", "champion", None, ["c0", "c2"])})
+    assert got["v1"] is not None
+    assert {p["entity_id"]: (p["score"], p["label"], p["probabilities"]) for p in got["v1"][1]} == {
+        "c0": (0.9, "true", None),
+        "c2": (0.7, "true", None),
+    }
+    reader = database.with_role(fresh_database, "reader", settings)
+    assert fetch_all(
+        reader,
+        "SELECT entity_id, score, probabilities FROM analytics.current_predictions "
+        "ORDER BY entity_id",
+    ) == [
+        ("c0", 0.9, None),
+        ("c1", 0.2, None),
+        ("c2", 0.7, None),
+        ("c3", 0.6, None),
+        ("c4", 0.4, None),
+        ("c5", 0.3, None),
+        ("c6", 0.1, None),
+    ]
+    assert fetch_all(reader, "SELECT count(*) FROM analytics.current_class_probabilities") == [(0,)]

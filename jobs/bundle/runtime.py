@@ -3,8 +3,11 @@
     plan = compile_bundle(read_bundle("model.zip"), device="auto", model_version_id=7)
     out = plan.score(batch)  # entity_id, score, label, model_version_id
 
-The score is the positive-class probability for a classifier and the prediction for a regressor;
-the label is the predicted class (null for a regressor).
+The score is the prediction for a regressor, the positive-class probability for a binary
+classifier, and the probability of the predicted class for a multiclass one; the label is the
+predicted class (null for a regressor). A multiclass classifier also gives every class's
+probability, as a map from class to probability in the bundle's class order (null for other
+models): the data names its classes, so no reader needs the bundle to make sense of it.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ class ScoringError(BundleError):
     """A batch cannot be scored as given (a missing column, a value the bundle refuses)."""
 
 
+PROBABILITIES = pa.map_(pa.string(), pa.float64())
+
+
 def output_schema(entity_type: pa.DataType | None = None) -> pa.Schema:
     """What `Plan.score` returns; the entity id keeps the batch's type (string by default)."""
     return pa.schema(
@@ -47,6 +53,7 @@ def output_schema(entity_type: pa.DataType | None = None) -> pa.Schema:
             pa.field("score", pa.float64(), nullable=False),
             pa.field("label", pa.string()),
             pa.field("model_version_id", pa.int64()),
+            pa.field("probabilities", PROBABILITIES),
         ]
     )
 
@@ -58,7 +65,7 @@ class Plan:
     program: Program
     backend: Backend
     entity_id: str
-    classes: tuple[str, str] | None
+    classes: tuple[str, ...] | None
     model_version_id: int | None
     kernels: dict[int, Callable[[Any], Any]]
 
@@ -87,15 +94,30 @@ class Plan:
         entity = self._column(batch, self.entity_id)
         if entity.null_count:
             raise ScoringError(f"entity id column {self.entity_id!r} holds nulls")
-        if self.classes is not None:
+        rows = scores.shape[0]
+        probabilities = pa.nulls(rows, PROBABILITIES)
+        if self.classes is None:
+            label = pa.nulls(rows, pa.string())
+        elif scores.ndim == 2:
+            predicted = np.argmax(scores, axis=1)  # the first of equal maxima, as Spark and sklearn
+            label = pc.take(pa.array(self.classes), pa.array(predicted))
+            width = len(self.classes)
+            probabilities = pa.MapArray.from_arrays(
+                pa.array(np.arange(0, rows * width + 1, width, dtype=np.int32)),
+                pa.DictionaryArray.from_arrays(
+                    pa.array(np.tile(np.arange(width, dtype=np.int32), rows)),
+                    pa.array(self.classes),
+                ).cast(pa.string()),
+                pa.array(scores.ravel()),
+            )
+            scores = scores[np.arange(rows), predicted]
+        else:
             positive = scores > self.program.threshold
             label = pc.take(pa.array(self.classes), pa.array(positive.astype(np.int8)))
-        else:
-            label = pa.nulls(len(scores), pa.string())
-        version = pa.repeat(pa.scalar(self.model_version_id, pa.int64()), len(scores))
+        version = pa.repeat(pa.scalar(self.model_version_id, pa.int64()), rows)
         entity_array = entity.combine_chunks() if isinstance(entity, pa.ChunkedArray) else entity
         return pa.RecordBatch.from_arrays(
-            [entity_array, pa.array(scores), label, version],
+            [entity_array, pa.array(scores), label, version, probabilities],
             schema=output_schema(entity_array.type),
         )
 
@@ -229,10 +251,14 @@ def compile_bundle(
         raise BundleError("the bundle records no entity id column: pass entity_id")
     classes = None
     if program.task == "classification":
-        recorded = bundle.metadata.get("classes") or ["0", "1"]
-        if len(recorded) != 2:
-            raise BundleError(f"the bundle records classes {recorded}; binary needs two")
-        classes = (str(recorded[0]), str(recorded[1]))
+        # Without recorded names, classes are their indices, as Spark ML labels them.
+        recorded = bundle.metadata.get("classes") or [str(k) for k in range(program.num_classes)]
+        if len(recorded) != program.num_classes:
+            raise BundleError(
+                f"the bundle records classes {recorded}, but its model has "
+                f"{program.num_classes} classes"
+            )
+        classes = tuple(str(c) for c in recorded)
     kernels = {
         position: chosen.tree_kernel(step.forest)
         for position, step in enumerate(program.steps)

@@ -101,10 +101,18 @@ class Prediction(BaseModel):
     entity_id: str
     model: str
     version: int
-    score: float
-    label: str | None
+    score: float = Field(
+        description="A regressor's prediction; a binary classifier's probability of the positive "
+        "class; a multiclass classifier's probability of the predicted class (`label`)."
+    )
+    label: str | None = Field(description="The predicted class; null for a regressor.")
     scored_at: datetime.datetime
     run_id: str
+    probabilities: dict[str, float] | None = Field(
+        description="A multiclass classifier's probability of every class, by class; null for "
+        "binary classifiers and regressors.",
+        json_schema_extra={"examples": [{"basic": 0.2, "plus": 0.7, "premium": 0.1}]},
+    )
 
 
 class BatchGet(BaseModel):
