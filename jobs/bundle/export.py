@@ -8,6 +8,11 @@ then a `vector_assembler`, then a `standard_scaler` for linear models. The model
 by mleap's own serializer where it is right for current scikit-learn (logistic regression, trees,
 forests); linear regression and the preprocessing nodes use mleap's generic node writer, because
 its scikit-learn serializers assume older attributes (a 2-D `coef_`, `sqrt(var_)` for scale).
+
+Multiclass models take MLeap's multiclass forms as mleap writes them: a multinomial logistic
+regression's `coefficient_matrix` (classes x features) and `intercept_vector`, a tree's leaves
+with one value per class. An XGBoost or LightGBM model becomes the booster node of
+`jobs.bundle.boosters` (MLeap's XGBoost form) over the assembled features.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import numpy as np
 from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import Pipeline
 
+from jobs.bundle.boosters import BoosterKind, BoosterNode
 from jobs.bundle.format import METADATA_FILE, BundleError
 from jobs.bundle.trees import float32_floor
 
@@ -136,6 +142,8 @@ def export_bundle(pipeline: Pipeline, path: Path, name: str, metadata: dict[str,
             cuts[internal] = [_double_threshold(t) for t in cuts[internal]]
         classifier = op == "logistic_regression" or op.endswith("classifier")
         nodes.append(_ModelPorts(model, classifier))
+    elif (kind := _booster_kind(model)) is not None:
+        nodes.append(BoosterNode(kind, _booster_model(kind, model), f"{kind}_{len(nodes)}"))
     else:
         raise BundleError(f"cannot export a {type(model).__name__} model")
 
@@ -148,6 +156,23 @@ def export_bundle(pipeline: Pipeline, path: Path, name: str, metadata: dict[str,
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(f"{scratch}/{name}.zip", path)
     return path
+
+
+def _booster_kind(model: Any) -> BoosterKind | None:
+    """Which booster library's scikit-learn estimator `model` is; None for other models."""
+    library = type(model).__module__.split(".")[0]
+    if library == "xgboost":
+        return "xgboost"
+    if library == "lightgbm":
+        return "lightgbm"
+    return None
+
+
+def _booster_model(kind: BoosterKind, model: Any) -> bytes:
+    """The fitted estimator's model file: XGBoost's UBJSON, LightGBM's text model."""
+    if kind == "xgboost":
+        return bytes(model.get_booster().save_raw("ubj"))
+    return str(model.booster_.model_to_string()).encode()
 
 
 def _double_threshold(threshold: float) -> float:
