@@ -9,6 +9,7 @@ the label is the predicted class (null for a regressor).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -257,7 +258,7 @@ def _rescale(step: MinMax | MaxAbs | Binarize | Normalize, values: Any, xp: Any)
         norm = magnitude.sum(axis=1)
     elif step.p == 2:
         norm = xp.sqrt((values * values).sum(axis=1))
-    elif xp.isinf(step.p):
+    elif math.isinf(step.p):
         norm = magnitude.max(axis=1)
     else:
         norm = (magnitude**step.p).sum(axis=1) ** (1.0 / step.p)
