@@ -187,9 +187,16 @@ def _attribute(value: Any, where: str) -> Any:
     if "data_shape" in value:
         return value["data_shape"]
     present = [key for key in SCALAR_TYPES if key in value]
+    if not present and kind is None and not set(value) - {"type"}:
+        # MLeap's JSON writer leaves out a scalar equal to its type's zero (0, 0.0, false,
+        # ""), and its reader takes the zero back; 0 reads as each of those in Python.
+        return 0
     if len(present) != 1:
         raise BundleError(f"{where} has no single value of a known type ({', '.join(value)})")
     raw = value[present[0]]
+    if present[0] == "double":
+        # MLeap writes NaN and infinities as null (JSON has neither) and reads null as NaN.
+        raw = _nan_for_null(raw)
     if kind == "tensor":
         dims = [int(d["size"]) for d in value.get("shape", {}).get("dimensions", [])]
         array = np.asarray(raw, dtype=np.float64 if present[0] == "double" else None)
@@ -200,3 +207,11 @@ def _attribute(value: Any, where: str) -> Any:
     if kind == "list" or kind is None:
         return raw
     raise BundleError(f"{where} has an unknown attribute type {kind!r}")
+
+
+def _nan_for_null(raw: Any) -> Any:
+    if raw is None:
+        return float("nan")
+    if isinstance(raw, list):
+        return [float("nan") if item is None else item for item in raw]
+    return raw
