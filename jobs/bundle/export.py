@@ -211,6 +211,15 @@ class _ModelPorts:
 
     def serialize_to_bundle(self, path: str, model_name: str) -> None:
         self.model.serialize_to_bundle(path, model_name)
+        coefficients = np.asarray(getattr(self.model, "coef_", np.zeros((1, 0))))
+        if self.op == "logistic_regression" and coefficients.shape[0] > 1:
+            # MLeap reads a matrix's values column-major (Spark's DenseMatrix); mleap writes
+            # coef_ row-major, which would swap classes and features.
+            model_file = Path(path, f"{model_name}.node", "model.json")
+            written = json.loads(model_file.read_text())
+            matrix = written["attributes"]["coefficient_matrix"]
+            matrix["double"] = coefficients.ravel(order="F").tolist()
+            model_file.write_text(json.dumps(written, indent=3))
         shape_file = Path(path, f"{model_name}.node", "node.json")
         shape = json.loads(shape_file.read_text())
         shape["shape"]["outputs"] = [{"name": PREDICTION, "port": "prediction"}]
