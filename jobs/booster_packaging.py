@@ -24,10 +24,6 @@ BOOSTER_FORMATS: tuple[BoosterKind, ...] = ("xgboost", "lightgbm")
 ModelFormat = Literal["bundle", "xgboost", "lightgbm"]
 
 
-class BoosterRefused(RegistryError):
-    """The booster cannot be matched to the contract's features; the message says each why."""
-
-
 def detect_format(source: Path) -> ModelFormat:
     """What `source` is: "bundle" for a Bundle.ML zip or folder, else a booster told by the
     file's start (a LightGBM text model opens with `tree`, XGBoost's JSON and UBJSON with `{`)."""
@@ -48,34 +44,39 @@ def detect_format(source: Path) -> ModelFormat:
     )
 
 
-def booster_bundle(kind: BoosterKind, content: bytes, contract: Contract, name: str) -> bytes:
+def booster_bundle(
+    kind: BoosterKind, content: bytes, contract: Contract, name: str
+) -> tuple[bytes | None, list[str]]:
     """The booster written as a zipped bundle (no precompute.json yet) reading its features
-    from the contract's columns; refused with every mismatch named."""
+    from the contract's columns; or None and every reason it cannot be."""
     try:
         facts = booster_facts(kind, content)
     except BundleError as exc:
-        raise BoosterRefused(f"not a {kind} model file: {exc}") from exc
-    columns = feature_columns(facts, contract)
+        return None, [str(exc)]
+    columns, problems = feature_columns(facts, contract)
+    if problems:
+        return None, problems
     with tempfile.TemporaryDirectory() as scratch:
         path = write_booster_bundle(
             kind, content, list(columns), Path(scratch, "bundle.zip"), name, {}
         )
-        return path.read_bytes()
+        return path.read_bytes(), []
 
 
-def feature_columns(facts: BoosterFacts, contract: Contract) -> tuple[str, ...]:
-    """The contract columns the booster's features are, in its feature order."""
+def feature_columns(facts: BoosterFacts, contract: Contract) -> tuple[tuple[str, ...], list[str]]:
+    """The contract columns the booster's features are, in its feature order, and the reasons
+    they cannot be (none when they can)."""
     declared = {c.name: c for c in contract.features}
     numeric = tuple(c.name for c in contract.features if c.type in NUMERIC_TYPES)
     names = facts.feature_names
     if not names:
         if len(numeric) == facts.num_features:
-            return numeric
-        raise BoosterRefused(
+            return numeric, []
+        return (), [
             f"the booster's {facts.num_features} features have no names, and contract "
             f"{contract.ref} has {len(numeric)} numeric features ({', '.join(numeric)}): save "
             "the booster with feature names that are contract columns"
-        )
+        ]
     problems = []
     for feature in names:
         column = declared.get(feature)
@@ -89,9 +90,4 @@ def feature_columns(facts: BoosterFacts, contract: Contract) -> tuple[str, ...]:
                 f"feature {feature!r} is {column.type} in contract {contract.ref}; a booster "
                 "reads numbers"
             )
-    if problems:
-        raise BoosterRefused(
-            f"the {facts.objective} booster cannot read contract {contract.ref}:\n"
-            + "\n".join(f"  - {p}" for p in problems)
-        )
-    return tuple(names)
+    return tuple(names), problems

@@ -75,20 +75,22 @@ def register_external(db: Database, settings: Settings, request: ExternalModel) 
     check_name("model", request.name)
     contract = load_contract(settings.contracts_dir, request.dataset, request.contract_version)
     kind = request.model_format or detect_format(request.source)
+    problems: list[str] = []
+    checked = None
     if kind == "bundle":
-        content = _bundle_bytes(request.source)
+        content: bytes | None = _bundle_bytes(request.source)
     else:
-        content = booster_bundle(kind, _read(request.source), contract, request.name)
-    bundle = read_bundle(content)
-    problems = []
-    if bundle.metadata:
-        problems.append(
-            f"it already holds {METADATA_FILE} (a bundle precompute made): register it "
-            "from the registry it came from, or remove that file to register it as new"
-        )
-    checked = check_against_contract(bundle, contract, request.classes)
-    problems += checked.problems
-    if problems or checked.program is None:
+        content, problems = booster_bundle(kind, _read(request.source), contract, request.name)
+    if content is not None:
+        bundle = read_bundle(content)
+        if bundle.metadata:
+            problems.append(
+                f"it already holds {METADATA_FILE} (a bundle precompute made): register it "
+                "from the registry it came from, or remove that file to register it as new"
+            )
+        checked = check_against_contract(bundle, contract, request.classes)
+        problems += checked.problems
+    if problems or checked is None or checked.program is None or content is None:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise RegistrationRefused(
             f"{request.source} cannot be registered as {request.name!r} against contract "

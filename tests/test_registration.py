@@ -199,3 +199,94 @@ def test_precompute_model_register_on_the_command_line(
     )  # fmt: skip
     assert wrong.returncode == 1
     assert "contract 'customers' has no version 9" in wrong.stderr
+
+
+def churn_data(rows: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """The never-null numeric features under their contract names, and the churn label."""
+    table = customers(rows, seed=seed)
+    target = table.column("churned").to_numpy(zero_copy_only=False).astype(int)
+    return table.select(NUMBERS).to_pandas(), target
+
+
+def test_an_xgboost_model_file_scores_as_xgboost_predicts(
+    job_settings: Settings, tmp_path: Path
+) -> None:
+    import xgboost
+
+    frame, target = churn_data(800, seed=9)
+    model = xgboost.XGBClassifier(n_estimators=30, max_depth=4, n_jobs=1).fit(frame, target)
+    model.get_booster().save_model(tmp_path / "model.json")  # names its features
+
+    version = add(job_settings, tmp_path / "model.json", "byo-xgboost")
+
+    assert (version.model_kind, version.task) == ("xgboost.classifier", "classification")
+    bundle = read_bundle(bundle_store.load_bytes(version))
+    assert bundle.metadata["registered_from"]["format"] == "xgboost"
+    fresh = customers(300, seed=10, label=False)
+    scored = compile_bundle(bundle, "cpu").score(fresh)
+    expected = model.predict_proba(fresh.select(NUMBERS).to_pandas())[:, 1]
+    assert np.max(np.abs(scored.column("score").to_numpy() - expected)) <= 1e-6
+
+
+def test_a_lightgbm_model_file_scores_as_lightgbm_predicts(
+    job_settings: Settings, tmp_path: Path
+) -> None:
+    import lightgbm
+
+    frame, target = churn_data(800, seed=11)
+    model = lightgbm.LGBMClassifier(n_estimators=30, num_leaves=15, n_jobs=1, verbose=-1)
+    model.fit(frame, target)
+    model.booster_.save_model(tmp_path / "model.txt")
+
+    version = add(job_settings, tmp_path / "model.txt", "byo-lightgbm", classes=("stays", "goes"))
+
+    bundle = read_bundle(bundle_store.load_bytes(version))
+    assert version.model_kind == "lightgbm.classifier"
+    assert bundle.metadata["classes"] == ["stays", "goes"]
+    fresh = customers(300, seed=12, label=False)
+    scored = compile_bundle(bundle, "cpu").score(fresh)
+    expected = np.asarray(model.predict_proba(fresh.select(NUMBERS).to_pandas()))[:, 1]
+    assert np.max(np.abs(scored.column("score").to_numpy() - expected)) <= 1e-6
+    assert set(scored.column("label").to_pylist()) <= {"stays", "goes"}
+
+
+def test_a_multiclass_booster_against_a_boolean_label_is_refused(
+    job_settings: Settings, tmp_path: Path
+) -> None:
+    import lightgbm
+
+    frame, _ = churn_data(300, seed=14)
+    tier = np.digitize(frame["tenure_months"], [80, 160])  # three classes
+    model = lightgbm.LGBMClassifier(n_estimators=3, n_jobs=1, verbose=-1).fit(frame, tier)
+    model.booster_.save_model(tmp_path / "model.txt")
+
+    with pytest.raises(RegistrationRefused) as refused:
+        add(job_settings, tmp_path / "model.txt", "byo-tiers")
+    assert str(refused.value).splitlines()[1:] == [
+        "  - the model (lightgbm.classifier) has 3 classes, but contract customers/v1's label "
+        "'churned' is boolean"
+    ]
+
+
+def test_a_booster_whose_features_do_not_match_the_contract_is_refused(
+    job_settings: Settings, tmp_path: Path
+) -> None:
+    import xgboost
+
+    frame, target = churn_data(200, seed=13)
+    named = frame.rename(columns={"monthly_spend": "spend"}).assign(plan=1.0)
+    xgboost.XGBClassifier(n_estimators=3).fit(named, target).save_model(tmp_path / "named.ubj")
+    xgboost.XGBClassifier(n_estimators=3).fit(frame.to_numpy(), target).save_model(
+        tmp_path / "unnamed.json"
+    )
+
+    with pytest.raises(RegistrationRefused) as named_refusal:
+        add(job_settings, tmp_path / "named.ubj", "byo-named")
+    assert str(named_refusal.value).splitlines()[1:] == [
+        "  - feature 'spend' is not a feature of contract customers/v1 (its features: age, "
+        "tenure_months, monthly_spend, support_calls, discount_rate, plan, region, autopay)",
+        "  - feature 'plan' is string in contract customers/v1; a booster reads numbers",
+    ]
+    with pytest.raises(RegistrationRefused, match="features have no names, and contract"):
+        add(job_settings, tmp_path / "unnamed.json", "byo-unnamed")
+    assert stored_versions(job_settings, "byo-named") == []
