@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import fetch_all, run_cli
+from conftest import airflow_env, fetch_all, run_cli, run_dag, states
 
 from jobs import bundle_store
 from jobs.bundle.format import read_bundle
 from jobs.bundle.runtime import compile_bundle
 from jobs.external_models import ExternalModel, RegistrationRefused, register_external
-from jobs.registry import ModelVersion
+from jobs.registry import ModelVersion, Registry
 from jobs.sample_data import customers
 from precompute.database import Database
 from precompute.settings import Settings
@@ -290,3 +290,20 @@ def test_a_booster_whose_features_do_not_match_the_contract_is_refused(
     with pytest.raises(RegistrationRefused, match="features have no names, and contract"):
         add(job_settings, tmp_path / "unnamed.json", "byo-unnamed")
     assert stored_versions(job_settings, "byo-named") == []
+
+
+def test_the_register_model_dag_registers_and_fails_a_refused_run(
+    admin_url: str, settings: Settings, tmp_path: Path
+) -> None:
+    table = customers(300, seed=15)
+    target = table.column("churned").to_numpy(zero_copy_only=False)
+    _, folder = user_pipeline(tmp_path, "user", table.select(NUMBERS).to_pandas(), target)
+    with airflow_env(admin_url, settings, tmp_path / "platform") as env:
+        conf = {"model": "byo-dag", "bundle_path": str(folder / "user"), "contract": "customers@1"}
+        done = run_dag("register_model", conf | {"alias": "champion"})
+        assert states(done) == {"register": "success"}
+        version = Registry(Database.from_settings(env.settings)).resolve("byo-dag")
+        assert (version.version, version.aliases) == (1, ("champion",))
+        refused = run_dag("register_model", conf | {"classes": "a,b,c"})
+        assert states(refused) == {"register": "failed"}
+        assert len(Registry(Database.from_settings(env.settings)).versions("byo-dag")) == 1
