@@ -26,7 +26,6 @@ from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import Pipeline
 
 from jobs.bundle.format import METADATA_FILE, BundleError
-from jobs.bundle.trees import float32_floor
 
 FEATURES = "features"
 PREDICTION = "prediction"
@@ -150,10 +149,18 @@ def export_bundle(pipeline: Pipeline, path: Path, name: str, metadata: dict[str,
     return path
 
 
+def float32_floor(threshold: float) -> np.float32:
+    """The largest float32 not above `threshold`."""
+    t32 = np.float32(threshold)
+    if float(t32) > threshold:
+        t32 = np.nextafter(t32, np.float32(-np.inf))
+    return t32
+
+
 def _double_threshold(threshold: float) -> float:
     """A split threshold M for `x <= M` on the double x (as MLeap compares) that agrees, for
     every x, with scikit-learn's `float32(x) <= threshold`: the largest double that rounds to
-    float32_floor(threshold) or below. Our runtime reads it back as that same float32."""
+    float32_floor(threshold) or below. Our runtime compares doubles with it, as MLeap does."""
     low = float32_floor(threshold)
     high = np.nextafter(low, np.float32(np.inf))
     if not np.isfinite(high):
