@@ -17,11 +17,15 @@ import os
 import shutil
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from jobs.bundle.format import METADATA_FILE, MODEL_FILES, BundleError
+from jobs.bundle.treelite_forest import forest_from_treelite
+from jobs.bundle.trees import Forest
 
 BoosterKind = Literal["xgboost", "lightgbm"]
 BOOSTER_OPS: dict[str, tuple[BoosterKind, bool]] = {  # op -> (kind, classifier)
@@ -221,3 +225,38 @@ def write_booster_bundle(
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(f"{scratch}/{name}.zip", os.fspath(path))
     return path
+
+
+def forest_from_booster(kind: BoosterKind, model: bytes, where: str) -> Forest:
+    """The booster's trees as a Forest (through treelite), taking category codes as numbers."""
+    # treelite loads scipy (over half a second): only a booster's bundle needs it here.
+    import treelite
+
+    try:
+        if kind == "xgboost":
+            loaded = json.loads(xgboost_json(model))
+            # XGBoost 3 keeps pandas categories' values to recode data frames when predicting;
+            # the trees themselves test category codes, which is what our inputs hold.
+            trees = loaded["learner"]["gradient_booster"]["model"]
+            trees.pop("cats", None)
+            source = treelite.frontend.from_xgboost_json(json.dumps(loaded))
+            base = _xgboost_logistic_base(loaded["learner"])
+        else:
+            source = treelite.frontend.from_lightgbm(lightgbm_booster(model))
+            base = None
+    except (treelite.TreeliteError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BundleError(f"{where}: treelite cannot read the {kind} model: {first}") from exc
+    forest = forest_from_treelite(source, where)
+    return forest if base is None else replace(forest, base=base)
+
+
+def _xgboost_logistic_base(learner: dict[str, Any]) -> np.ndarray | None:
+    """XGBoost's base margin for a logistic objective, which it derives in float32 from the
+    base score (treelite derives it in double, which can differ in the last float32 bit)."""
+    if learner["objective"]["name"] not in ("binary:logistic", "reg:logistic"):
+        return None
+    text = str(learner["learner_model_param"]["base_score"]).strip("[]")
+    p = np.float32(float(text.split(",")[0]))
+    one = np.float32(1)
+    return np.asarray([-np.log(one / p - one)], np.float32).astype(np.float64)

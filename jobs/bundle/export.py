@@ -32,7 +32,6 @@ from sklearn.pipeline import Pipeline
 
 from jobs.bundle.boosters import BoosterKind, BoosterNode
 from jobs.bundle.format import METADATA_FILE, BundleError
-from jobs.bundle.trees import float32_floor
 
 FEATURES = "features"
 PREDICTION = "prediction"
@@ -175,10 +174,18 @@ def _booster_model(kind: BoosterKind, model: Any) -> bytes:
     return str(model.booster_.model_to_string()).encode()
 
 
+def float32_floor(threshold: float) -> np.float32:
+    """The largest float32 not above `threshold`."""
+    t32 = np.float32(threshold)
+    if float(t32) > threshold:
+        t32 = np.nextafter(t32, np.float32(-np.inf))
+    return t32
+
+
 def _double_threshold(threshold: float) -> float:
     """A split threshold M for `x <= M` on the double x (as MLeap compares) that agrees, for
     every x, with scikit-learn's `float32(x) <= threshold`: the largest double that rounds to
-    float32_floor(threshold) or below. Our runtime reads it back as that same float32."""
+    float32_floor(threshold) or below. Our runtime compares doubles with it, as MLeap does."""
     low = float32_floor(threshold)
     high = np.nextafter(low, np.float32(np.inf))
     if not np.isfinite(high):

@@ -11,8 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from jobs.bundle.boosters import BOOSTER_OPS, booster_facts, forest_from_booster
 from jobs.bundle.folding import fold_linear
 from jobs.bundle.format import Bundle, BundleError, Node
+from jobs.bundle.mleap_trees import forest_from_nodes
 from jobs.bundle.steps import (
     Assemble,
     Binarize,
@@ -33,7 +35,7 @@ from jobs.bundle.steps import (
     Task,
     Trees,
 )
-from jobs.bundle.trees import forest_from_nodes
+from jobs.bundle.trees import Forest
 
 # Attributes each op may carry; anything else is refused rather than silently ignored.
 ATTRIBUTES: dict[str, frozenset[str]] = {
@@ -65,6 +67,9 @@ ATTRIBUTES: dict[str, frozenset[str]] = {
     "decision_tree_regression": frozenset({"num_features"}),
     "random_forest_classifier": frozenset({"num_features", "num_classes", "tree_weights", "trees"}),
     "random_forest_regression": frozenset({"num_features", "tree_weights", "trees"}),
+    "gbt_classifier": frozenset({"num_features", "num_classes", "tree_weights", "trees"}),
+    "gbt_regression": frozenset({"num_features", "tree_weights", "trees"}),
+    **{op: frozenset({"num_features", "num_classes", "tree_limit"}) for op in BOOSTER_OPS},
 }
 MODEL_OPS = frozenset(
     {
@@ -74,8 +79,13 @@ MODEL_OPS = frozenset(
         "decision_tree_regression",
         "random_forest_classifier",
         "random_forest_regression",
+        "gbt_classifier",
+        "gbt_regression",
+        *BOOSTER_OPS,
     }
 )
+# What a classifier booster's objective must be for its output to be class probabilities.
+BOOSTER_CLASSIFIERS = frozenset({"binary:logistic", "multi:softprob", "binary", "multiclass"})
 SUPPORTED_OPS = tuple(ATTRIBUTES)
 
 
@@ -129,6 +139,7 @@ def build_program(bundle: Bundle, *, fold: bool = True) -> Program:
         steps.extend(_transform_step(node, read, write))
     if model is None:
         raise BundleError("the bundle has no model node (" + ", ".join(sorted(MODEL_OPS)) + ")")
+    booster = model.op in BOOSTER_OPS
     final = steps[-1]
     assert isinstance(final, Linear | Multinomial | Trees)
     width = kinds[final.source][1]
@@ -145,7 +156,9 @@ def build_program(bundle: Bundle, *, fold: bool = True) -> Program:
             Input(
                 name,
                 "string" if kind == "string" else "numeric",
-                nulls_allowed=readers[name] <= {"imputer", "string_indexer"}
+                # Boosters route a missing value (NaN) down each split's default branch.
+                nulls_allowed=readers[name]
+                <= {"imputer", "string_indexer", *(("vector_assembler",) if booster else ())}
                 and not any(
                     isinstance(s, Index) and s.source == name and not s.keep_invalid for s in steps
                 ),
@@ -390,13 +403,6 @@ def _model_step(node: Node, source: str, width: int) -> Step:
     op = node.op
     if op == "logistic_regression":
         return _logistic_step(node, source, width)
-    if op in ("decision_tree_classifier", "random_forest_classifier"):
-        classes = int(node.attributes.get("num_classes", 2))
-        if classes != 2:
-            raise BundleError(
-                f"node {node.name!r} ({op}): {classes} classes; only binary classification "
-                "is supported"
-            )
     if op == "linear_regression":
         coefficients = _vector(node, "coefficients", width)
         intercept = float(_need(node, "intercept", (int, float)))
@@ -408,16 +414,27 @@ def _model_step(node: Node, source: str, width: int) -> Step:
             f"{source!r} has {width}"
         )
     classifier = op.endswith("classifier")
+    classes = int(node.attributes.get("num_classes", 2)) if classifier else 0
+    if classifier and classes < 2:
+        raise BundleError(f"node {node.name!r} ({op}): num_classes {classes} is below 2")
+    if op in BOOSTER_OPS:
+        return Trees(source, _booster_forest(node, classes, width))
     if op.startswith("decision_tree"):
-        return Trees(source, forest_from_nodes([node], classifier, width))
+        return Trees(source, forest_from_nodes([node], classes, width))
+    gbt = op.startswith("gbt")
+    if gbt and classes != 2:
+        raise BundleError(f"node {node.name!r} ({op}): {classes} classes; Spark's GBT is binary")
     weights = _need(node, "tree_weights", list)
     names = _need(node, "trees", list)
     if len(weights) != len(names) or not names:
         raise BundleError(f"node {node.name!r} ({op}): {len(names)} trees, {len(weights)} weights")
-    if any(w != 1.0 for w in weights):
+    if not all(isinstance(w, int | float) and np.isfinite(w) for w in weights):
+        raise BundleError(f"node {node.name!r} ({op}): tree weights {weights!r} are not numbers")
+    if not gbt and any(w != 1.0 for w in weights):
         raise BundleError(f"node {node.name!r} ({op}): tree weights other than 1 are unsupported")
     trees = []
-    want = "decision_tree_classifier" if classifier else "decision_tree_regression"
+    # A GBT classifier's trees are regression trees: their weighted sum is the margin.
+    want = "decision_tree_classifier" if classifier and not gbt else "decision_tree_regression"
     for name in names:
         tree = node.children.get(name)
         if tree is None or tree.op != want:
@@ -426,4 +443,43 @@ def _model_step(node: Node, source: str, width: int) -> Step:
         if int(tree.attributes.get("num_features", width)) != width:
             raise BundleError(f"{tree.where}: num_features differs from the forest's {width}")
         trees.append(tree)
-    return Trees(source, forest_from_nodes(trees, classifier, width))
+    if not gbt:
+        return Trees(source, forest_from_nodes(trees, classes, width))
+    return Trees(
+        source,
+        forest_from_nodes(
+            trees,
+            0,
+            width,
+            weights=[float(w) for w in weights],
+            boosted=True,
+            postprocess="spark_logistic" if classifier else "identity",
+        ),
+    )
+
+
+def _booster_forest(node: Node, classes: int, width: int) -> Forest:
+    """An XGBoost or LightGBM node's model file as a Forest, checked against its attributes."""
+    kind, classifier = BOOSTER_OPS[node.op]
+    where = f"node {node.name!r} ({node.op})"
+    if node.model_file is None:
+        raise BundleError(f"{where} has no model file")
+    if int(node.attributes.get("tree_limit", 0)) != 0:
+        raise BundleError(f"{where}: tree_limit other than 0 (all trees) is not supported")
+    facts = booster_facts(kind, node.model_file)
+    if facts.num_features != width:
+        raise BundleError(f"{where}: the model file has {facts.num_features} features, not {width}")
+    if classifier != (facts.task == "classification"):
+        raise BundleError(
+            f"{where}: the model file's objective {facts.objective!r} is {facts.task}"
+        )
+    if classifier and facts.objective not in BOOSTER_CLASSIFIERS:
+        raise BundleError(
+            f"{where}: objective {facts.objective!r} does not yield probabilities "
+            f"(supported: {', '.join(sorted(BOOSTER_CLASSIFIERS))})"
+        )
+    if classifier and facts.num_classes != classes:
+        raise BundleError(
+            f"{where}: num_classes is {classes} but the model file has {facts.num_classes}"
+        )
+    return forest_from_booster(kind, node.model_file, where)

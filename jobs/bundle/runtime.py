@@ -257,8 +257,8 @@ class Plan:
         elif isinstance(step, LinearTerms):
             return self._linear_terms(step, env, xp)
         elif isinstance(step, Trees):
-            x32 = env[step.source].astype(xp.float32)
-            return self.kernels[position](x32)
+            # float64: every tree test is exact on doubles (see jobs.bundle.trees).
+            return self.kernels[position](env[step.source])
         return None
 
 
