@@ -110,15 +110,14 @@ def _estimator(kind: ModelKind, task: Task, params: dict[str, Any]) -> BaseEstim
 
 
 def _booster_classes(kind: ModelKind) -> dict[tuple[str, str], type[BaseEstimator]]:
-    # Each library takes a second to import: only training a booster of its kind loads it.
     if kind == "xgboost":
-        import xgboost
+        import xgboost  # a second to import: only training a booster of its kind loads it
 
         return {
             ("xgboost", "classification"): xgboost.XGBClassifier,
             ("xgboost", "regression"): xgboost.XGBRegressor,
         }
-    import lightgbm
+    import lightgbm  # see xgboost above
 
     return {
         ("lightgbm", "classification"): lightgbm.LGBMClassifier,

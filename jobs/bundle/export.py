@@ -32,7 +32,11 @@ from sklearn.pipeline import Pipeline
 
 from jobs.bundle.boosters import BoosterKind, BoosterNode
 from jobs.bundle.format import METADATA_FILE, BundleError
+from jobs.bundle.mleap_nodes import GenericNode, input_shapes
 
+# Under their former names as well, which jobs.bundle.boosters imports from here.
+_Node = GenericNode
+_shapes = input_shapes
 FEATURES = "features"
 PREDICTION = "prediction"
 PROBABILITY = "probability"
@@ -65,7 +69,7 @@ def export_bundle(pipeline: Pipeline, path: Path, name: str, metadata: dict[str,
     feature_names: list[str] = []
 
     def node(op: str, inputs: list[str], output: str, attributes: list[tuple[str, Any]]) -> None:
-        nodes.append(_Node(serializer, op, f"{op}_{len(nodes)}", inputs, output, attributes))
+        nodes.append(GenericNode(serializer, op, f"{op}_{len(nodes)}", inputs, output, attributes))
 
     for block, transformer, columns in prepare.transformers_:
         if block == "numeric":
@@ -81,7 +85,10 @@ def export_bundle(pipeline: Pipeline, path: Path, name: str, metadata: dict[str,
                 )
             vector = "numeric__vector"
             node(
-                "vector_assembler", imputed, vector, [("input_shapes", _shapes([1] * len(imputed)))]
+                "vector_assembler",
+                imputed,
+                vector,
+                [("input_shapes", input_shapes([1] * len(imputed)))],
             )
             scaler = transformer.named_steps.get("scale")
             if scaler is not None:
@@ -117,7 +124,7 @@ def export_bundle(pipeline: Pipeline, path: Path, name: str, metadata: dict[str,
         "vector_assembler",
         [b for b, _ in blocks],
         FEATURES,
-        [("input_shapes", _shapes([w for _, w in blocks], tensor=True))],
+        [("input_shapes", input_shapes([w for _, w in blocks], tensor=True))],
     )
     op = getattr(model, "op", None)
     if isinstance(model, LinearRegression):
@@ -194,17 +201,6 @@ def _double_threshold(threshold: float) -> float:
     return middle if np.float32(middle) == low else float(np.nextafter(middle, -np.inf))
 
 
-def _shapes(widths: list[int], tensor: bool = False) -> dict[str, Any]:
-    """mleap's `input_shapes` description of a vector_assembler's inputs."""
-    shapes = []
-    for width in widths:
-        if tensor:
-            shapes.append({"shape": "tensor", "tensor_shape": {"dimensions": [{"size": width}]}})
-        else:
-            shapes.append({"shape": "scalar"})
-    return {"data_shape": shapes}
-
-
 class _ModelPorts:
     """mleap's own writer for a model node, with the outputs MLeap's runtime makes for it:
     `prediction`, and `probability` for a classifier (MLeap computes the probabilities only
@@ -233,36 +229,3 @@ class _ModelPorts:
         if self.classifier:
             shape["shape"]["outputs"].append({"name": PROBABILITY, "port": "probability"})
         shape_file.write_text(json.dumps(shape, indent=3))
-
-
-class _Node:
-    """A pipeline step that mleap's generic node writer serialises (op, attributes, ports)."""
-
-    serializable = True
-
-    def __init__(
-        self,
-        serializer: Any,
-        op: str,
-        name: str,
-        inputs: list[str],
-        output: str,
-        attributes: list[tuple[str, Any]],
-    ) -> None:
-        self._serializer = serializer()
-        self.op = op
-        self.name = name
-        # MLeap's port names: numbered for an assembler, "features"/"prediction" for a model.
-        if op == "vector_assembler":
-            self.inputs = [{"name": c, "port": f"input{i}"} for i, c in enumerate(inputs)]
-        else:
-            port = "features" if op == "linear_regression" else "input"
-            self.inputs = [{"name": inputs[0], "port": port}]
-        out_port = "prediction" if op == "linear_regression" else "output"
-        self.outputs = [{"name": output, "port": out_port}]
-        self.attributes = attributes
-
-    def serialize_to_bundle(self, path: str, model_name: str) -> None:
-        self._serializer.serialize(
-            self, path, model_name, self.attributes, self.inputs, self.outputs
-        )
