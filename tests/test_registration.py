@@ -312,3 +312,43 @@ def test_the_register_model_dag_registers_and_fails_a_refused_run(
         refused = run_dag("register_model", conf | {"classes": "a,b,c"})
         assert states(refused) == {"register": "failed"}
         assert len(Registry(Database.from_settings(env.settings)).versions("byo-dag")) == 1
+
+
+def test_a_users_multiclass_tree_takes_its_class_names_from_the_contract_label(
+    job_settings: Settings, tmp_path: Path
+) -> None:
+    for module in ("pipeline", "tree.tree"):
+        importlib.import_module(f"mleap.sklearn.{module}")  # attaches mleap's serializers
+    from mleap.sklearn.preprocessing.data import FeatureExtractor
+    from sklearn.pipeline import Pipeline
+    from sklearn.tree import DecisionTreeClassifier
+
+    contracts = tmp_path / "contracts" / "tiers"
+    contracts.mkdir(parents=True)
+    text = Path("contracts/customers/v1.toml").read_text().replace('"customers"', '"tiers"', 1)
+    label = 'name = "tier"\ntype = "string"\nnullable = false\nallowed = ["low", "mid", "high"]\n'
+    (contracts / "v1.toml").write_text(text[: text.index("[label]")] + "[label]\n" + label)
+    settings = job_settings.model_copy(update={"contracts_dir": contracts.parent})
+    table = customers(600, seed=16)
+    frame = table.select(NUMBERS).to_pandas()
+    tier = np.digitize(frame["tenure_months"] + frame["age"], [100, 200])  # 0 low, 1 mid, 2 high
+    extract = FeatureExtractor(input_scalars=NUMBERS, output_vector="raw")
+    tree = DecisionTreeClassifier(max_depth=5, random_state=0)
+    tree.mlinit(input_features="raw", prediction_column="tier_prediction", feature_names=NUMBERS)
+    pipeline = Pipeline([(extract.name, extract), (tree.name, tree)])
+    pipeline.mlinit()
+    pipeline.fit(frame, tier)
+    pipeline.serialize_to_bundle(str(tmp_path), "tiers", init=True)
+
+    request = ExternalModel(name="byo-tiers-tree", source=tmp_path / "tiers.zip", dataset="tiers")
+    version = register_external(Database.from_settings(settings), settings, request)
+
+    bundle = read_bundle(bundle_store.load_bytes(version))
+    assert bundle.metadata["classes"] == ["low", "mid", "high"]  # allowed, as many as classes
+    fresh = customers(200, seed=17, label=False)
+    scored = compile_bundle(bundle, "cpu").score(fresh)
+    got = np.asarray(scored.column("probabilities").items).reshape(-1, 3)
+    expected = pipeline.predict_proba(fresh.select(NUMBERS).to_pandas())
+    assert np.max(np.abs(got - expected)) <= 1e-6
+    names = np.array(["low", "mid", "high"])
+    assert scored.column("label").to_pylist() == names[expected.argmax(axis=1)].tolist()
