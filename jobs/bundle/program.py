@@ -422,7 +422,7 @@ def _model_step(node: Node, source: str, width: int) -> Step:
     if op.startswith("decision_tree"):
         return Trees(source, forest_from_nodes([node], classes, width))
     gbt = op.startswith("gbt")
-    if gbt and classes != 2:
+    if gbt and classifier and classes != 2:
         raise BundleError(f"node {node.name!r} ({op}): {classes} classes; Spark's GBT is binary")
     weights = _need(node, "tree_weights", list)
     names = _need(node, "trees", list)
