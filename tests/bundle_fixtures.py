@@ -22,13 +22,13 @@ import math
 import tempfile
 import uuid
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pandas as pd
+import pyarrow as pa
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, StandardScaler, normalize
@@ -103,7 +103,6 @@ class SparkNode:
     attributes: dict[str, dict[str, Any]]
     inputs: list[tuple[str, str]]
     outputs: list[tuple[str, str]]
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def write_bundle(path: Path, name: str, nodes: list[SparkNode]) -> Path:
@@ -465,6 +464,7 @@ def spark_binary(folder: Path, train: pa.Table) -> Fixture:
     ]
     assert model.coef_.shape == (1, width)
     path = write_bundle(folder / "spark_binary.zip", "spark_binary", nodes)
+
     def expected(rows: pa.Table) -> Any:
         # MLeap's MaxAbsScaler clips to [-1, 1] (scikit-learn's and Spark's do not): values
         # beyond the training data's largest magnitude are held at the edge.

@@ -197,10 +197,14 @@ class Plan:
             env[step.target] = codes
         elif isinstance(step, OneHot):
             codes = self._array(env, step.source)
-            if not step.keep_invalid and bool(((codes < 0) | (codes >= step.size)).any()):
+            invalid = ~((codes >= 0) & (codes < step.size))
+            if not step.keep_invalid and bool(invalid.any()):
                 raise ScoringError(f"{step.source!r} holds an index outside 0..{step.size - 1}")
+            if bool((codes != xp.floor(codes))[~invalid].any()):
+                raise ScoringError(f"{step.source!r} holds an index that is not a whole number")
             out = xp.zeros((codes.shape[0], step.width), dtype=xp.float64)
-            slot = codes.astype(xp.int64)
+            # MLeap puts every invalid index (unknown, negative) in the extra slot `size`.
+            slot = xp.where(invalid, step.size, codes).astype(xp.int64)
             inside = (slot >= 0) & (slot < step.width)
             rows = xp.arange(codes.shape[0])
             out[rows[inside], slot[inside]] = 1.0
