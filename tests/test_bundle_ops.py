@@ -10,6 +10,7 @@ StringIndexer not supported yet"), so that form is checked against numpy only.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from bundle_fixtures import (
     sklearn_pipeline,
     spark_binary,
     spark_multiclass,
+    spark_regression,
     string,
     strings,
     tensor,
@@ -37,11 +39,18 @@ from bundle_fixtures import (
 from jobs.bundle.backends import Backend
 from jobs.bundle.format import BundleError, read_bundle
 from jobs.bundle.mleap_check import TOLERANCE, UNSEEN, compare, with_edge_rows
+from jobs.bundle.program import polynomial_terms
 from jobs.bundle.runtime import ScoringError, compile_bundle
 from jobs.bundle.trees import array_kernel
 from precompute.settings import Settings
 
-FIXTURES = ["spark_multiclass", "spark_binary", "sklearn_binary", "sklearn_multiclass"]
+FIXTURES = [
+    "spark_multiclass",
+    "spark_binary",
+    "spark_regression",
+    "sklearn_binary",
+    "sklearn_multiclass",
+]
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +60,7 @@ def fixtures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Fixture]:
     return {
         "spark_multiclass": spark_multiclass(folder, train),
         "spark_binary": spark_binary(folder, train),
+        "spark_regression": spark_regression(folder, train),
         "sklearn_binary": sklearn_pipeline(folder, train, classes=2),
         "sklearn_multiclass": sklearn_pipeline(folder, train, classes=3),
     }
@@ -99,6 +109,22 @@ def test_spark_binary_pipeline_gives_the_positive_class_probability(
     assert ours.shape == (rows.num_rows,)
     np.testing.assert_allclose(ours, fixture.expected(rows), rtol=0, atol=TOLERANCE)
     assert compile_bundle(read_bundle(fixture.path), "cpu", entity_id="x").program.threshold == 0.4
+
+
+def test_spark_polynomial_expansion_regression_gives_scikit_learns_prediction(
+    fixtures: dict[str, Fixture], rows: pa.Table
+) -> None:
+    fixture = fixtures["spark_regression"]
+    ours = values(fixture.path, rows)
+    expected = fixture.expected(rows)
+    # Products of values near 100 and a prediction near 40: a few ulps of each, relative.
+    np.testing.assert_allclose(ours, expected, rtol=1e-12, atol=TOLERANCE)
+
+
+def test_polynomial_terms_follow_sparks_order() -> None:
+    # Spark's documentation: (x, y) of degree 2 expands to (x, x*x, y, x*y, y*y).
+    assert polynomial_terms(2, 2) == ((0,), (0, 0), (1,), (1, 0), (1, 1))
+    assert len(polynomial_terms(4, 3)) == math.comb(4 + 3, 3) - 1
 
 
 def test_mleap_package_binary_pipeline_scores_as_scikit_learn(

@@ -34,6 +34,7 @@ from jobs.bundle.steps import (
     Multinomial,
     Normalize,
     OneHot,
+    Polynomial,
     Program,
     Scale,
     Step,
@@ -224,6 +225,15 @@ class Plan:
             env[step.target] = values
         elif isinstance(step, MinMax | MaxAbs | Binarize | Normalize):
             env[step.target] = _rescale(step, self._array(env, step.source), xp)
+        elif isinstance(step, Polynomial):
+            x = self._array(env, step.source)
+            out = xp.empty((x.shape[0], len(step.terms)), dtype=xp.float64)
+            for k, term in enumerate(step.terms):
+                column = xp.ones(x.shape[0], dtype=xp.float64)
+                for feature in term:  # Spark's order of multiplication
+                    column = column * x[:, feature]
+                out[:, k] = column
+            env[step.target] = out
         elif isinstance(step, Bucketize):
             env[step.target] = _bucketize(step, self._array(env, step.source), xp)
         elif isinstance(step, Multinomial):
