@@ -22,14 +22,14 @@ import math
 import tempfile
 import uuid
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
+import pyarrow as pa
+from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, StandardScaler, normalize
 
@@ -103,7 +103,6 @@ class SparkNode:
     attributes: dict[str, dict[str, Any]]
     inputs: list[tuple[str, str]]
     outputs: list[tuple[str, str]]
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def write_bundle(path: Path, name: str, nodes: list[SparkNode]) -> Path:
@@ -465,6 +464,7 @@ def spark_binary(folder: Path, train: pa.Table) -> Fixture:
     ]
     assert model.coef_.shape == (1, width)
     path = write_bundle(folder / "spark_binary.zip", "spark_binary", nodes)
+
     def expected(rows: pa.Table) -> Any:
         # MLeap's MaxAbsScaler clips to [-1, 1] (scikit-learn's and Spark's do not): values
         # beyond the training data's largest magnitude are held at the edge.
@@ -472,6 +472,51 @@ def spark_binary(folder: Path, train: pa.Table) -> Fixture:
         return model.predict_proba(scaled)[:, 1]
 
     return Fixture(path, expected)
+
+
+def spark_regression(folder: Path, train: pa.Table) -> Fixture:
+    """VectorAssembler -> PolynomialExpansion (degree 2) -> StandardScaler (with mean) ->
+    LinearRegression of income on spend and tenure."""
+
+    def features(rows: pa.Table) -> Any:
+        x, y = _column(rows, "spend_a"), _column(rows, "tenure")
+        return np.column_stack([x, x * x, y, x * y, y * y])  # Spark's documented order
+
+    scaler = StandardScaler().fit(features(train))
+    target = _column(train, "income") / 1000 + 3 * _column(train, "spend_a") ** 2
+    model = LinearRegression().fit(scaler.transform(features(train)), target)
+    nodes = [
+        SparkNode(
+            "vecAssembler_poly_1e2f",
+            "vector_assembler",
+            {"input_shapes": {"type": "list", "data_shape": [shape(None), shape(None)]}},
+            [("spend_a", "input0"), ("tenure", "input1")],
+            [("pair", "output")],
+        ),
+        SparkNode(
+            "polyExpansion_3c9d",
+            "polynomial_expansion",
+            {"degree": long(2), "input_size": long(2)},
+            [("pair", "input")],
+            [("poly", "output")],
+        ),
+        SparkNode(
+            "stdScal_77ab",
+            "standard_scaler",
+            {"mean": tensor(scaler.mean_), "std": tensor(scaler.scale_)},
+            [("poly", "input")],
+            [("features", "output")],
+        ),
+        SparkNode(
+            "linReg_5e61",
+            "linear_regression",
+            {"coefficients": tensor(model.coef_), "intercept": double(float(model.intercept_))},
+            [("features", "features")],
+            [("prediction", "prediction")],
+        ),
+    ]
+    path = write_bundle(folder / "spark_regression.zip", "spark_regression", nodes)
+    return Fixture(path, lambda rows: model.predict(scaler.transform(features(rows))))
 
 
 def normalize_p(x: Any, p: float) -> Any:

@@ -7,6 +7,7 @@ parse is refused with its node's name before any row is scored.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from jobs.bundle.steps import (
     Multinomial,
     Normalize,
     OneHot,
+    Polynomial,
     Program,
     Scale,
     Step,
@@ -52,6 +54,7 @@ ATTRIBUTES: dict[str, frozenset[str]] = {
     "binarizer": frozenset({"threshold", "input_shapes"}),
     "bucketizer": frozenset({"splits", "handle_invalid"}),
     "normalizer": frozenset({"p_norm", "input_size"}),
+    "polynomial_expansion": frozenset({"degree", "input_size"}),
     "logistic_regression": frozenset(
         {
             "coefficients",
@@ -87,6 +90,7 @@ MODEL_OPS = frozenset(
 # What a classifier booster's objective must be for its output to be class probabilities.
 BOOSTER_CLASSIFIERS = frozenset({"binary:logistic", "multi:softprob", "binary", "multiclass"})
 SUPPORTED_OPS = tuple(ATTRIBUTES)
+MAX_DEGREE = 6  # a polynomial expansion's width grows as C(features + degree, degree)
 
 
 def build_program(bundle: Bundle, *, fold: bool = True) -> Program:
@@ -325,7 +329,40 @@ def _transform_step(node: Node, read: Any, write: Any) -> list[Step]:
                 f"has {width} features"
             )
         return [Normalize(source, write("vector", width), p)]
+    if op == "polynomial_expansion":
+        source, _, width = read(0, ("vector",))
+        degree = int(_need(node, "degree", int))
+        size = int(_need(node, "input_size", int))
+        if size != width or not 1 <= degree <= MAX_DEGREE:
+            raise BundleError(
+                f"node {node.name!r} (polynomial_expansion): degree {degree} (1..{MAX_DEGREE}) "
+                f"and input_size {size} for its input {source!r} of {width} features"
+            )
+        terms = polynomial_terms(width, degree)
+        return [Polynomial(source, write("vector", len(terms)), terms)]
     raise AssertionError(op)  # _check_attributes admits only the ops handled here
+
+
+def polynomial_terms(features: int, degree: int) -> tuple[tuple[int, ...], ...]:
+    """The monomials Spark's PolynomialExpansion writes, in its order: its recursion (expandDense)
+    run on feature indices instead of values. Each term lists features as Spark multiplies them."""
+    terms: dict[int, tuple[int, ...]] = {}
+
+    def size(count: int, d: int) -> int:
+        return math.comb(count + d, d)
+
+    def expand(last: int, d: int, factors: tuple[int, ...], position: int) -> int:
+        if d == 0 or last < 0:
+            if position >= 0:  # Spark skips the constant 1
+                terms[position] = factors
+        else:
+            start = position
+            for power in range(d + 1):
+                start = expand(last - 1, d - power, factors + (last,) * power, start)
+        return position + size(last + 1, d)
+
+    expand(features - 1, degree, (), -1)
+    return tuple(terms[i] for i in range(len(terms)))
 
 
 def _string_indexer(node: Node, read: Any, write: Any) -> list[Step]:

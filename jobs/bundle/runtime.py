@@ -37,6 +37,7 @@ from jobs.bundle.steps import (
     Multinomial,
     Normalize,
     OneHot,
+    Polynomial,
     Program,
     Scale,
     Step,
@@ -219,10 +220,14 @@ class Plan:
             env[step.target] = codes
         elif isinstance(step, OneHot):
             codes = self._array(env, step.source)
-            if not step.keep_invalid and bool(((codes < 0) | (codes >= step.size)).any()):
+            invalid = ~((codes >= 0) & (codes < step.size))
+            if not step.keep_invalid and bool(invalid.any()):
                 raise ScoringError(f"{step.source!r} holds an index outside 0..{step.size - 1}")
+            if bool((codes != xp.floor(codes))[~invalid].any()):
+                raise ScoringError(f"{step.source!r} holds an index that is not a whole number")
             out = xp.zeros((codes.shape[0], step.width), dtype=xp.float64)
-            slot = codes.astype(xp.int64)
+            # MLeap puts every invalid index (unknown, negative) in the extra slot `size`.
+            slot = xp.where(invalid, step.size, codes).astype(xp.int64)
             inside = (slot >= 0) & (slot < step.width)
             rows = xp.arange(codes.shape[0])
             out[rows[inside], slot[inside]] = 1.0
@@ -242,6 +247,15 @@ class Plan:
             env[step.target] = values
         elif isinstance(step, MinMax | MaxAbs | Binarize | Normalize):
             env[step.target] = _rescale(step, self._array(env, step.source), xp)
+        elif isinstance(step, Polynomial):
+            x = self._array(env, step.source)
+            out = xp.empty((x.shape[0], len(step.terms)), dtype=xp.float64)
+            for k, term in enumerate(step.terms):
+                column = xp.ones(x.shape[0], dtype=xp.float64)
+                for feature in term:  # Spark's order of multiplication
+                    column = column * x[:, feature]
+                out[:, k] = column
+            env[step.target] = out
         elif isinstance(step, Bucketize):
             env[step.target] = _bucketize(step, self._array(env, step.source), xp)
         elif isinstance(step, Multinomial):

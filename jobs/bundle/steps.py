@@ -116,6 +116,16 @@ class Normalize:
 
 
 @dataclass(frozen=True)
+class Polynomial:
+    """Spark's PolynomialExpansion: every monomial of degree 1..d in Spark's output order; each
+    term lists the features it multiplies, in the order Spark multiplies them."""
+
+    source: str
+    target: str
+    terms: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True)
 class Multinomial:
     """Multinomial logistic regression: softmax(coefficients @ x + intercepts), (n, K)."""
 
@@ -169,6 +179,7 @@ Step = (
     | Binarize
     | Bucketize
     | Normalize
+    | Polynomial
     | Linear
     | Multinomial
     | Trees
