@@ -1,5 +1,5 @@
-"""`precompute model`: the registry's versions and aliases, and checking a bundle against
-MLeap's own runtime."""
+"""`precompute model`: the registry's versions and aliases, registering a model made elsewhere,
+and checking a bundle against MLeap's own runtime."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from jobs.registry import Registry
 from precompute import serving_store
 from precompute.database import Database
 from precompute.errors import PrecomputeError
-from precompute.names import CHAMPION
+from precompute.names import CHALLENGER, CHAMPION
 from precompute.settings import Settings
 
 
@@ -45,6 +45,40 @@ def add_to(commands: Commands) -> None:
     rollback_command.add_argument("name")
     rollback_command.add_argument("--alias", default=CHAMPION)
     rollback_command.set_defaults(handler=rollback)
+
+    register_command = actions.add_parser(
+        "register",
+        help="register a model made elsewhere (Bundle.ML zip or folder, XGBoost or LightGBM "
+        "model file) against a data contract",
+    )
+    register_command.add_argument("name", help="model name, e.g. churn")
+    register_command.add_argument(
+        "bundle", type=Path, help="Bundle.ML zip or folder, or model.json|model.ubj|model.txt"
+    )
+    register_command.add_argument(
+        "--contract",
+        required=True,
+        metavar="DATASET[@VERSION]",
+        help="the data contract whose columns the model reads (default version: the newest)",
+    )
+    register_command.add_argument(
+        "--classes",
+        metavar="A,B,...",
+        help="a classifier's class names in class-index order (default: the contract label's "
+        "allowed values when as many, false,true for a boolean label, else 0..K-1)",
+    )
+    register_command.add_argument(
+        "--format",
+        choices=["bundle", "xgboost", "lightgbm"],
+        help="what BUNDLE is (default: detected from the file)",
+    )
+    register_command.add_argument(
+        "--alias",
+        action="append",
+        help=f"alias(es) to point at the new version (default: {CHALLENGER})",
+    )
+    register_command.add_argument("--description", default="")
+    register_command.set_defaults(handler=register)
 
     verify_command = actions.add_parser(
         "verify", help="score a version with MLeap's own runtime and ours; they must agree"
@@ -111,6 +145,35 @@ def promote(args: argparse.Namespace, settings: Settings) -> int:
 def rollback(args: argparse.Namespace, settings: Settings) -> int:
     before, after = Registry(Database.from_settings(settings)).rollback(args.name, alias=args.alias)
     print(f"{args.alias}: {before.label} -> {after.label}")
+    return 0
+
+
+def register(args: argparse.Namespace, settings: Settings) -> int:
+    # The bundle reader needs numpy and the booster packaging the boosting libraries: only this
+    # command loads them.
+    from jobs import external_models
+
+    dataset, version = external_models.parse_contract_ref(args.contract)
+    request = external_models.ExternalModel(
+        name=args.name,
+        source=args.bundle,
+        dataset=dataset,
+        contract_version=version,
+        classes=external_models.parse_classes(args.classes),
+        model_format=args.format,
+        aliases=tuple(args.alias) if args.alias else (CHALLENGER,),
+        description=args.description,
+    )
+    registered = external_models.register_external(
+        Database.from_settings(settings), settings, request
+    )
+    aliases = f" [{', '.join(registered.aliases)}]" if registered.aliases else ""
+    contract = registered.input_schema
+    print(
+        f"registered {registered.label}{aliases} ({registered.model_kind}, {registered.task}) "
+        f"against contract {contract['dataset']}/v{contract['version']}: "
+        f"bundle {registered.bundle_uri}"
+    )
     return 0
 
 

@@ -2,8 +2,12 @@
 
 The pipeline (preprocessing and model in one scikit-learn object, see `jobs.modeling`) is fitted
 on a seeded split, evaluated on the rest, written as a bundle, and the bundle is scored by the
-runtime on the validation rows: it must reproduce scikit-learn's scores within 1e-6, or nothing
-is registered. The validation scores become the version's reference distribution for drift.
+runtime on the validation rows: it must reproduce the library's scores (every class's
+probability for a multiclass model) within 1e-6, or nothing is registered. The validation scores
+become the version's reference distribution for drift.
+
+A classifier's classes are the label's distinct values in the training data, sorted (two: a
+binary model; more: multiclass); the model is fitted on their indices.
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ def train(
     table, source = read_training_data(spark, settings, request, labelled)
     target = _target(table.column(contract.label.name), task)
     classes = _classes(target, task, contract.label.name)
+    if classes is not None:
+        target = np.searchsorted(classes, target)  # class indices, in the order of `classes`
     frame = modeling.features_frame(table, layout)
     try:
         train_rows, valid_rows = train_test_split(
@@ -74,15 +80,16 @@ def train(
     train_rows.sort()
     valid_rows.sort()
     pipeline.fit(frame.iloc[train_rows], target[train_rows])
-    scores = modeling.positive_scores(pipeline, frame.iloc[valid_rows], task)
-    metrics = _metrics(pipeline, frame.iloc[valid_rows], target[valid_rows], scores, task)
+    scores = modeling.model_scores(pipeline, frame.iloc[valid_rows], task)
+    metrics = _metrics(target[valid_rows], scores, task)
+    names = [_class_name(c) for c in classes] if classes is not None else None
 
     metadata = {
         "format": 1,
         "model": request.model,
         "model_kind": request.kind,
         "task": task,
-        "classes": [_class_name(c) for c in classes] if classes is not None else None,
+        "classes": names,
         "label": contract.label.name,
         "input_contract": contract.input_schema(),
         "params": pipeline.named_steps["model"].get_params(),
@@ -96,7 +103,7 @@ def train(
         )
         # The bundle must score exactly as the pipeline it came from, or it is not registered.
         plan = compile_bundle(read_bundle(path), "cpu")
-        replayed = plan.score(table.take(pa.array(valid_rows)))["score"].to_numpy()
+        replayed = _replayed(plan.score(table.take(pa.array(valid_rows))), scores)
         parity = float(np.max(np.abs(replayed - scores))) if scores.size else 0.0
         if not parity <= PARITY_TOLERANCE:
             raise TrainingDataError(
@@ -111,7 +118,7 @@ def train(
             description=request.description or contract.description,
             training_data=source | {"rows": table.num_rows, "validation_rows": len(valid_rows)},
             metrics=metrics,
-            reference_scores=reference_distribution(scores),
+            reference_scores=_reference(scores, names),
             aliases=request.aliases,
         )
     return TrainResult(version, len(train_rows), len(valid_rows), parity)
@@ -129,12 +136,29 @@ def _classes(target: np.ndarray, task: Task, label: str) -> np.ndarray | None:
     if task != "classification":
         return None
     classes = np.unique(target)
-    if len(classes) != 2:
+    if len(classes) < 2:
         raise TrainingDataError(
             f"label {label!r} has {len(classes)} distinct values "
-            f"({', '.join(map(str, classes[:5]))}); classification here is binary"
+            f"({', '.join(map(str, classes[:5]))}); a classifier needs two or more"
         )
     return classes
+
+
+def _replayed(out: pa.RecordBatch, scores: np.ndarray) -> np.ndarray:
+    """The runtime's scores in the shape of the library's: every class's probability (the map
+    holds them in class order) for a multiclass model, else the score column."""
+    if scores.ndim == 2:
+        probabilities = out.column("probabilities")
+        return np.asarray(probabilities.items.to_numpy()).reshape(scores.shape)
+    return np.asarray(out.column("score").to_numpy())
+
+
+def _reference(scores: np.ndarray, classes: list[str] | None) -> dict[str, Any]:
+    """Drift reference: for a multiclass model the predicted class's probability (the score a
+    run publishes) plus every class's own distribution."""
+    if scores.ndim == 2:
+        return reference_distribution(scores.max(axis=1), scores, classes or ())
+    return reference_distribution(scores)
 
 
 def _class_name(value: Any) -> str:
@@ -142,25 +166,49 @@ def _class_name(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool | np.bool_) else str(value)
 
 
-def _metrics(
-    pipeline: Any, frame: Any, target: np.ndarray, scores: np.ndarray, task: Task
-) -> dict[str, float]:
-
+def _metrics(target: np.ndarray, scores: np.ndarray, task: Task) -> dict[str, float]:
+    """Validation metrics; `target` holds class indices for a classifier. A multiclass AUC is
+    the macro average of one-vs-rest AUCs, so promotion compares it as a binary one."""
     if task == "regression":
         return {
             "rmse": float(np.sqrt(mean_squared_error(target, scores))),
             "mae": float(mean_absolute_error(target, scores)),
             "r2": float(r2_score(target, scores)),
         }
-    positive = target == pipeline.classes_[1]
+    if scores.ndim == 1:
+        return {
+            "auc": float(roc_auc_score(target == 1, scores)),
+            "log_loss": float(log_loss(target == 1, scores, labels=[False, True])),
+            "accuracy": float(accuracy_score(target, (scores > 0.5).astype(int))),
+        }
+    everyone = list(range(scores.shape[1]))
+    present = np.unique(target)
     return {
-        "auc": float(roc_auc_score(positive, scores)),
-        "log_loss": float(log_loss(positive, scores, labels=[False, True])),
-        "accuracy": float(accuracy_score(target, pipeline.predict(frame))),
+        # roc_auc_score needs every class among the validation rows; else the classes present.
+        "auc": float(
+            roc_auc_score(target, scores, multi_class="ovr", average="macro", labels=everyone)
+            if len(present) == len(everyone)
+            else np.mean([roc_auc_score(target == k, scores[:, k]) for k in present])
+        ),
+        "log_loss": float(log_loss(target, scores, labels=everyone)),
+        "accuracy": float(accuracy_score(target, np.argmax(scores, axis=1))),
     }
 
 
 def _jsonable(value: Any) -> Any:
-    return json.loads(
+    """`value` as plain JSON; NaN (XGBoost's default `missing`) becomes null, which strict JSON
+    readers accept."""
+    plain = json.loads(
         json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v))
     )
+    return _without_nan(plain)
+
+
+def _without_nan(value: Any) -> Any:
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _without_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nan(v) for v in value]
+    return value

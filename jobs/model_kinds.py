@@ -12,13 +12,22 @@ from typing import Literal
 from precompute.contracts import Column, Contract
 from precompute.errors import PrecomputeError
 
-ModelKind = Literal["logistic_regression", "linear_regression", "random_forest", "decision_tree"]
+ModelKind = Literal[
+    "logistic_regression",
+    "linear_regression",
+    "random_forest",
+    "decision_tree",
+    "xgboost",
+    "lightgbm",
+]
 Task = Literal["classification", "regression"]
 MODEL_KINDS: tuple[ModelKind, ...] = (
     "logistic_regression",
     "linear_regression",
     "random_forest",
     "decision_tree",
+    "xgboost",
+    "lightgbm",
 )
 
 

@@ -4,6 +4,12 @@ Numeric and boolean features are imputed with the training mean (and standardise
 models); categorical features (string columns with `allowed` values in the contract) are
 one-hot encoded over the contract's values, so a value the contract does not list, or a missing
 one, encodes as all zeros. `jobs.bundle.export` writes exactly this shape as an MLeap bundle.
+
+XGBoost and LightGBM take the same imputed features, although both learn where a missing value
+goes: a bundle reads a nullable column only through an imputer (MLeap's vector_assembler, on the
+JVM as in our runtime, refuses a null), so a booster fed NaN in training would meet imputed
+values when scored. Classifiers are fitted on class indices 0..K-1 (`jobs.fitting` encodes the
+label), which XGBoost requires and the bundle's class names map back.
 """
 
 from __future__ import annotations
@@ -33,7 +39,25 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "linear_regression": {},
     "random_forest": {"n_estimators": 100, "max_depth": 8, "random_state": 0},
     "decision_tree": {"max_depth": 8, "random_state": 0},
+    # One thread: Spark runs one task per core, and scoring uses one thread per task as well.
+    "xgboost": {
+        "n_estimators": 100,
+        "max_depth": 6,
+        "learning_rate": 0.3,
+        "tree_method": "hist",
+        "n_jobs": 1,
+        "random_state": 0,
+    },
+    "lightgbm": {
+        "n_estimators": 100,
+        "max_depth": 6,
+        "num_leaves": 31,
+        "learning_rate": 0.1,
+        "n_jobs": 1,
+        "random_state": 0,
+    },
 }
+BOOSTER_KINDS = ("xgboost", "lightgbm")
 
 
 def build_pipeline(
@@ -62,6 +86,7 @@ def build_pipeline(
 
 def _estimator(kind: ModelKind, task: Task, params: dict[str, Any]) -> BaseEstimator:
     classes: dict[tuple[str, str], type[BaseEstimator]] = {
+        **(_booster_classes(kind) if kind in BOOSTER_KINDS else {}),
         ("logistic_regression", "classification"): LogisticRegression,
         ("linear_regression", "regression"): LinearRegression,
         ("random_forest", "classification"): RandomForestClassifier,
@@ -70,6 +95,10 @@ def _estimator(kind: ModelKind, task: Task, params: dict[str, Any]) -> BaseEstim
         ("decision_tree", "regression"): DecisionTreeRegressor,
     }
     estimator = classes[(kind, task)]()
+    if kind == "lightgbm":
+        # LightGBM logs every fit unless told not to; `verbose` is one of its pass-through
+        # parameters, which get_params lists (and so --param accepts) only once set.
+        estimator.set_params(verbose=-1)
     merged = DEFAULTS[kind] | params
     unknown = sorted(set(merged) - set(estimator.get_params()))
     if unknown:
@@ -78,6 +107,22 @@ def _estimator(kind: ModelKind, task: Task, params: dict[str, Any]) -> BaseEstim
             f"(it has: {', '.join(sorted(estimator.get_params()))})"
         )
     return estimator.set_params(**merged)
+
+
+def _booster_classes(kind: ModelKind) -> dict[tuple[str, str], type[BaseEstimator]]:
+    if kind == "xgboost":
+        import xgboost  # a second to import: only training a booster of its kind loads it
+
+        return {
+            ("xgboost", "classification"): xgboost.XGBClassifier,
+            ("xgboost", "regression"): xgboost.XGBRegressor,
+        }
+    import lightgbm  # see xgboost above
+
+    return {
+        ("lightgbm", "classification"): lightgbm.LGBMClassifier,
+        ("lightgbm", "regression"): lightgbm.LGBMRegressor,
+    }
 
 
 def features_frame(table: pa.Table, layout: FeatureLayout) -> pd.DataFrame:
@@ -92,7 +137,17 @@ def features_frame(table: pa.Table, layout: FeatureLayout) -> pd.DataFrame:
 
 
 def positive_scores(pipeline: Pipeline, frame: pd.DataFrame, task: Task) -> np.ndarray:
-    """What the runtime must reproduce: P(positive class), or the regression prediction."""
+    """What the runtime must reproduce for a binary classifier or a regressor: P(positive
+    class), or the regression prediction."""
     if task == "classification":
         return np.asarray(pipeline.predict_proba(frame)[:, 1], dtype=np.float64)
+    return np.asarray(pipeline.predict(frame), dtype=np.float64)
+
+
+def model_scores(pipeline: Pipeline, frame: pd.DataFrame, task: Task) -> np.ndarray:
+    """What the runtime's model step must reproduce: the regression prediction (n,), P(positive
+    class) (n,) for two classes, or every class's probability (n, K) in class-index order."""
+    if task == "classification":
+        probabilities = np.asarray(pipeline.predict_proba(frame), dtype=np.float64)
+        return probabilities[:, 1] if probabilities.shape[1] == 2 else probabilities
     return np.asarray(pipeline.predict(frame), dtype=np.float64)

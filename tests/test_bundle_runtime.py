@@ -16,10 +16,12 @@ from sklearn import datasets
 
 from jobs import modeling
 from jobs.bundle.backends import Backend, gpu_available
+from jobs.bundle.export import float32_floor
 from jobs.bundle.format import BundleError, read_bundle
 from jobs.bundle.program import build_program
 from jobs.bundle.runtime import ScoringError, compile_bundle
-from jobs.bundle.trees import Forest, array_kernel, float32_floor, to_treelite
+from jobs.bundle.treelite_forest import to_treelite
+from jobs.bundle.trees import Forest, array_kernel
 from jobs.model_kinds import Task, feature_layout
 from jobs.sample_data import customers
 from precompute.contracts import Contract
@@ -180,9 +182,9 @@ def test_forest_converts_to_treelite_with_the_same_scores(synthetic: dict[str, A
     _, path = synthetic["models"][("random_forest", "classification")]
     plan = cpu(read_bundle(path))
     forest: Forest = plan.program.steps[-1].forest
-    x = np.random.default_rng(2).normal(0, 60, (2000, forest.num_features)).astype(np.float32)
+    x = np.random.default_rng(2).normal(0, 60, (2000, forest.num_features))
     ours = plan.kernels[len(plan.program.steps) - 1](x)
-    theirs = treelite.gtil.predict(to_treelite(forest), x.astype(np.float64)).reshape(-1)
+    theirs = treelite.gtil.predict(to_treelite(forest), x).reshape(-1)
     np.testing.assert_allclose(theirs, ours, rtol=0, atol=1e-12)
 
 
@@ -219,7 +221,7 @@ def test_an_unknown_attribute_is_refused_by_name(synthetic: dict[str, Any], tmp_
         build_program(read_bundle(_edit(path, tmp_path / "attr.zip", add)))
 
 
-def test_a_multiclass_model_and_row_dropping_policy_are_refused(
+def test_a_multiclass_model_without_its_matrix_and_row_dropping_policy_are_refused(
     synthetic: dict[str, Any], tmp_path: Path
 ) -> None:
     _, path = synthetic["models"][("logistic_regression", "classification")]
@@ -229,7 +231,8 @@ def test_a_multiclass_model_and_row_dropping_policy_are_refused(
             model["attributes"]["num_classes"] = {"long": 3}
         return model
 
-    with pytest.raises(BundleError, match="3 classes; only binary"):
+    # Multinomial logistic regression reads Spark's coefficient_matrix (tests/test_bundle_ops.py).
+    with pytest.raises(BundleError, match="lacks the attribute 'coefficient_matrix'"):
         build_program(read_bundle(_edit(path, tmp_path / "multi.zip", three_classes)))
 
     def skip(name: str, model: dict[str, Any]) -> dict[str, Any]:

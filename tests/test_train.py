@@ -208,3 +208,108 @@ def test_precompute_train_on_the_command_line(job_settings: Settings, tmp_path: 
     assert "churn-cli v1 (decision_tree): MLeap's runtime and ours agree on 1502 rows" in (
         verified.stdout
     )
+
+
+def contract_with_label(folder: Path, name: str, label: str) -> Path:
+    """A contracts folder holding the customers contract as `name`, with `label` (TOML) as its
+    [label] section; returns the folder."""
+    text = Path("contracts/customers/v1.toml").read_text()
+    text = text.replace('name = "customers"', f'name = "{name}"', 1)
+    text = text[: text.index("[label]")] + "[label]\n" + label
+    (folder / name).mkdir(parents=True)
+    (folder / name / "v1.toml").write_text(text)
+    return folder
+
+
+def with_label(table: pa.Table, name: str, values: Any) -> pa.Table:
+    return table.drop_columns(["churned"]).append_column(name, pa.array(values))
+
+
+def train_kind(
+    spark: Any, settings: Settings, data: Path, model: str, kind: str, dataset: str
+) -> Any:
+    """Train `kind` on the files at `data` under the contract `dataset`; the TrainResult."""
+    return train(
+        spark,
+        settings,
+        Database.from_settings(settings),
+        TrainRequest(
+            model=model,
+            dataset=dataset,
+            kind=kind,  # type: ignore[arg-type]
+            input_path=str(data),
+            params={"n_estimators": 20} if kind in ("xgboost", "lightgbm", "random_forest") else {},
+        ),
+    )
+
+
+@pytest.mark.parametrize("kind", ["xgboost", "lightgbm"])
+def test_boosters_train_and_their_bundle_scores_as_the_library(
+    spark: Any, job_settings: Settings, tmp_path: Path, kind: str
+) -> None:
+    data = write_batch(tmp_path / "train", customers(1500, seed=61))
+
+    result = train_kind(spark, job_settings, data, f"churn-{kind}", kind, "customers")
+
+    version = result.version
+    assert version.model_kind == kind and version.task == "classification"
+    assert result.parity_max_diff <= 1e-6  # probabilities against the library's predict_proba
+    assert 0.6 < version.metrics["auc"] <= 1.0
+    bundle = read_bundle(bundle_store.load_bytes(version))
+    assert bundle.nodes[-1].op == f"{kind}.classifier"
+    assert bundle.metadata["params"]["n_estimators"] == 20
+    assert bundle.metadata["params"]["n_jobs"] == 1  # one thread per Spark task
+    out = compile_bundle(bundle, "cpu").score(customers(20, seed=62, label=False))
+    assert set(out.column("label").to_pylist()) <= {"true", "false"}
+
+
+def test_a_booster_regressor_predicts_a_numeric_label(
+    spark: Any, job_settings: Settings, tmp_path: Path
+) -> None:
+    contracts = contract_with_label(
+        tmp_path / "contracts", "spend", 'name = "next_spend"\ntype = "double"\nnullable = false\n'
+    )
+    settings = job_settings.model_copy(update={"contracts_dir": contracts})
+    table = customers(1200, seed=63)
+    spend = table.column("monthly_spend").to_numpy()
+    data = write_batch(tmp_path / "train", with_label(table, "next_spend", spend * 1.1 + 3.0))
+
+    result = train_kind(spark, settings, data, "spend-lightgbm", "lightgbm", "spend")
+
+    assert result.version.task == "regression" and result.version.model_kind == "lightgbm"
+    assert result.parity_max_diff <= 1e-6
+    assert result.version.metrics["r2"] > 0.9
+
+
+@pytest.mark.parametrize(
+    "kind", ["logistic_regression", "decision_tree", "random_forest", "xgboost", "lightgbm"]
+)
+def test_a_multiclass_model_keeps_every_class_probability(
+    spark: Any, job_settings: Settings, tmp_path: Path, kind: str
+) -> None:
+    contracts = contract_with_label(
+        tmp_path / "contracts",
+        "tiers",
+        'name = "tier"\ntype = "string"\nnullable = false\nallowed = ["low", "mid", "high"]\n',
+    )
+    settings = job_settings.model_copy(update={"contracts_dir": contracts})
+    table = customers(1200, seed=64)
+    tier = np.array(["low", "mid", "high"])[np.digitize(table.column("tenure_months"), [80, 160])]
+    data = write_batch(tmp_path / "train", with_label(table, "tier", tier))
+
+    result = train_kind(spark, settings, data, f"tier-{kind.replace('_', '-')}", kind, "tiers")
+
+    assert result.parity_max_diff <= 1e-6  # every class's probability
+    assert set(result.version.metrics) == {"auc", "log_loss", "accuracy"}
+    assert result.version.metrics["accuracy"] > 0.6
+    bundle = read_bundle(bundle_store.load_bytes(result.version))
+    assert bundle.metadata["classes"] == ["high", "low", "mid"]  # sorted distinct values
+    reference = result.version.reference_scores
+    assert reference is not None and set(reference["classes"]) == {"high", "low", "mid"}
+    out = compile_bundle(bundle, "cpu").score(customers(30, seed=65, label=False))
+    probabilities = out.column("probabilities").to_pylist()
+    assert [k for k, _ in probabilities[0]] == ["high", "low", "mid"]
+    assert all(abs(sum(p for _, p in row) - 1.0) < 1e-9 for row in probabilities)
+    best = [max(row, key=lambda kv: kv[1]) for row in probabilities]
+    assert out.column("label").to_pylist() == [k for k, _ in best]
+    assert out.column("score").to_pylist() == [p for _, p in best]

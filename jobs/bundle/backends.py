@@ -15,7 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jobs.bundle.format import BundleError
-from jobs.bundle.trees import Forest, array_kernel, cpu_kernel, to_treelite
+from jobs.bundle.treelite_forest import to_treelite
+from jobs.bundle.trees import Forest, array_kernel, cpu_kernel, finish
 from precompute.names import Device
 
 GPU_CHUNK_ROWS = 1_000_000  # rows per whole-array tree pass on a GPU (bounds device memory)
@@ -80,14 +81,20 @@ def gpu_backend() -> Backend:
 
 
 def _nvforest_kernel(forest: Forest) -> Callable[[Any], Any]:
+    """nvForest on the forest's treelite form: the same `<=` tests on doubles, category lists
+    and missing-value children as the CPU kernel; leaf sums in double (XGBoost's float32 sums
+    can differ from them in the last float32 bits). Post-processing is ours, as on the CPU."""
+    import cupy  # the optional gpu extra, as below
     import nvforest  # the optional gpu extra: the faster GPU forest kernel when installed
 
-    # Double precision compares each float32 value, widened, with its float32 threshold,
-    # widened: the same answers as the float32 comparison, with float64 leaf sums.
     model = nvforest.load_from_treelite_model(to_treelite(forest), device="gpu", precision="double")
+    # to_treelite declares a K-output forest a classifier with identity outputs, whose
+    # predict_proba gives the K margins; a one-output forest is a regressor.
+    outputs = model.predict_proba if forest.num_outputs > 1 else model.predict
 
-    def predict(x32: Any) -> Any:
-        return model.predict(x32.astype("float64")).reshape(-1)
+    def predict(x: Any) -> Any:
+        margin = cupy.asarray(outputs(x.astype("float64")))
+        return finish(forest, margin.reshape(x.shape[0], forest.num_outputs), cupy)
 
     return predict
 

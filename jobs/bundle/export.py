@@ -8,6 +8,11 @@ then a `vector_assembler`, then a `standard_scaler` for linear models. The model
 by mleap's own serializer where it is right for current scikit-learn (logistic regression, trees,
 forests); linear regression and the preprocessing nodes use mleap's generic node writer, because
 its scikit-learn serializers assume older attributes (a 2-D `coef_`, `sqrt(var_)` for scale).
+
+Multiclass models take MLeap's multiclass forms as mleap writes them: a multinomial logistic
+regression's `coefficient_matrix` (classes x features) and `intercept_vector`, a tree's leaves
+with one value per class. An XGBoost or LightGBM model becomes the booster node of
+`jobs.bundle.boosters` (MLeap's XGBoost form) over the assembled features.
 """
 
 from __future__ import annotations
@@ -25,9 +30,13 @@ import numpy as np
 from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import Pipeline
 
+from jobs.bundle.boosters import BoosterKind, BoosterNode
 from jobs.bundle.format import METADATA_FILE, BundleError
-from jobs.bundle.trees import float32_floor
+from jobs.bundle.mleap_nodes import GenericNode, input_shapes
 
+# Under their former names as well, which jobs.bundle.boosters imports from here.
+_Node = GenericNode
+_shapes = input_shapes
 FEATURES = "features"
 PREDICTION = "prediction"
 PROBABILITY = "probability"
@@ -60,7 +69,7 @@ def export_bundle(pipeline: Pipeline, path: Path, name: str, metadata: dict[str,
     feature_names: list[str] = []
 
     def node(op: str, inputs: list[str], output: str, attributes: list[tuple[str, Any]]) -> None:
-        nodes.append(_Node(serializer, op, f"{op}_{len(nodes)}", inputs, output, attributes))
+        nodes.append(GenericNode(serializer, op, f"{op}_{len(nodes)}", inputs, output, attributes))
 
     for block, transformer, columns in prepare.transformers_:
         if block == "numeric":
@@ -76,7 +85,10 @@ def export_bundle(pipeline: Pipeline, path: Path, name: str, metadata: dict[str,
                 )
             vector = "numeric__vector"
             node(
-                "vector_assembler", imputed, vector, [("input_shapes", _shapes([1] * len(imputed)))]
+                "vector_assembler",
+                imputed,
+                vector,
+                [("input_shapes", input_shapes([1] * len(imputed)))],
             )
             scaler = transformer.named_steps.get("scale")
             if scaler is not None:
@@ -112,7 +124,7 @@ def export_bundle(pipeline: Pipeline, path: Path, name: str, metadata: dict[str,
         "vector_assembler",
         [b for b, _ in blocks],
         FEATURES,
-        [("input_shapes", _shapes([w for _, w in blocks], tensor=True))],
+        [("input_shapes", input_shapes([w for _, w in blocks], tensor=True))],
     )
     op = getattr(model, "op", None)
     if isinstance(model, LinearRegression):
@@ -136,6 +148,8 @@ def export_bundle(pipeline: Pipeline, path: Path, name: str, metadata: dict[str,
             cuts[internal] = [_double_threshold(t) for t in cuts[internal]]
         classifier = op == "logistic_regression" or op.endswith("classifier")
         nodes.append(_ModelPorts(model, classifier))
+    elif (kind := _booster_kind(model)) is not None:
+        nodes.append(BoosterNode(kind, _booster_model(kind, model), f"{kind}_{len(nodes)}"))
     else:
         raise BundleError(f"cannot export a {type(model).__name__} model")
 
@@ -150,27 +164,41 @@ def export_bundle(pipeline: Pipeline, path: Path, name: str, metadata: dict[str,
     return path
 
 
+def _booster_kind(model: Any) -> BoosterKind | None:
+    """Which booster library's scikit-learn estimator `model` is; None for other models."""
+    library = type(model).__module__.split(".")[0]
+    if library == "xgboost":
+        return "xgboost"
+    if library == "lightgbm":
+        return "lightgbm"
+    return None
+
+
+def _booster_model(kind: BoosterKind, model: Any) -> bytes:
+    """The fitted estimator's model file: XGBoost's UBJSON, LightGBM's text model."""
+    if kind == "xgboost":
+        return bytes(model.get_booster().save_raw("ubj"))
+    return str(model.booster_.model_to_string()).encode()
+
+
+def float32_floor(threshold: float) -> np.float32:
+    """The largest float32 not above `threshold`."""
+    t32 = np.float32(threshold)
+    if float(t32) > threshold:
+        t32 = np.nextafter(t32, np.float32(-np.inf))
+    return t32
+
+
 def _double_threshold(threshold: float) -> float:
     """A split threshold M for `x <= M` on the double x (as MLeap compares) that agrees, for
     every x, with scikit-learn's `float32(x) <= threshold`: the largest double that rounds to
-    float32_floor(threshold) or below. Our runtime reads it back as that same float32."""
+    float32_floor(threshold) or below. Our runtime compares doubles with it, as MLeap does."""
     low = float32_floor(threshold)
     high = np.nextafter(low, np.float32(np.inf))
     if not np.isfinite(high):
         return float(threshold)
     middle = (float(low) + float(high)) / 2  # exact in float64; float32 rounds ties to even
     return middle if np.float32(middle) == low else float(np.nextafter(middle, -np.inf))
-
-
-def _shapes(widths: list[int], tensor: bool = False) -> dict[str, Any]:
-    """mleap's `input_shapes` description of a vector_assembler's inputs."""
-    shapes = []
-    for width in widths:
-        if tensor:
-            shapes.append({"shape": "tensor", "tensor_shape": {"dimensions": [{"size": width}]}})
-        else:
-            shapes.append({"shape": "scalar"})
-    return {"data_shape": shapes}
 
 
 class _ModelPorts:
@@ -186,42 +214,18 @@ class _ModelPorts:
 
     def serialize_to_bundle(self, path: str, model_name: str) -> None:
         self.model.serialize_to_bundle(path, model_name)
+        coefficients = np.asarray(getattr(self.model, "coef_", np.zeros((1, 0))))
+        if self.op == "logistic_regression" and coefficients.shape[0] > 1:
+            # MLeap reads a matrix's values column-major (Spark's DenseMatrix); mleap writes
+            # coef_ row-major, which would swap classes and features.
+            model_file = Path(path, f"{model_name}.node", "model.json")
+            written = json.loads(model_file.read_text())
+            matrix = written["attributes"]["coefficient_matrix"]
+            matrix["double"] = coefficients.ravel(order="F").tolist()
+            model_file.write_text(json.dumps(written, indent=3))
         shape_file = Path(path, f"{model_name}.node", "node.json")
         shape = json.loads(shape_file.read_text())
         shape["shape"]["outputs"] = [{"name": PREDICTION, "port": "prediction"}]
         if self.classifier:
             shape["shape"]["outputs"].append({"name": PROBABILITY, "port": "probability"})
         shape_file.write_text(json.dumps(shape, indent=3))
-
-
-class _Node:
-    """A pipeline step that mleap's generic node writer serialises (op, attributes, ports)."""
-
-    serializable = True
-
-    def __init__(
-        self,
-        serializer: Any,
-        op: str,
-        name: str,
-        inputs: list[str],
-        output: str,
-        attributes: list[tuple[str, Any]],
-    ) -> None:
-        self._serializer = serializer()
-        self.op = op
-        self.name = name
-        # MLeap's port names: numbered for an assembler, "features"/"prediction" for a model.
-        if op == "vector_assembler":
-            self.inputs = [{"name": c, "port": f"input{i}"} for i, c in enumerate(inputs)]
-        else:
-            port = "features" if op == "linear_regression" else "input"
-            self.inputs = [{"name": inputs[0], "port": port}]
-        out_port = "prediction" if op == "linear_regression" else "output"
-        self.outputs = [{"name": output, "port": out_port}]
-        self.attributes = attributes
-
-    def serialize_to_bundle(self, path: str, model_name: str) -> None:
-        self._serializer.serialize(
-            self, path, model_name, self.attributes, self.inputs, self.outputs
-        )

@@ -2,10 +2,11 @@
 
 A bundle is `bundle.json` (name, format, MLeap version), a root `pipeline` node whose model lists
 its nodes in order, and one `<name>.node/` folder per node holding `model.json` (the op and its
-attributes) and `node.json` (input and output column names). A random forest node holds one
-folder per tree; a decision tree keeps its nodes in `tree.json`, one JSON object per line in
-pre-order. This project adds `precompute.json` (the input contract, classes, training facts);
-MLeap ignores files it does not know.
+attributes) and `node.json` (input and output column names). A random forest or GBT node holds
+one folder per tree; a decision tree keeps its nodes in `tree.json`, one JSON object per line in
+pre-order; a booster node (XGBoost, LightGBM) holds its library's model file. This project adds
+`precompute.json` (the input contract, classes, training facts); MLeap ignores files it does
+not know.
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ import numpy as np
 from precompute.errors import PrecomputeError
 
 METADATA_FILE = "precompute.json"
-SCALAR_TYPES = ("double", "long", "string", "boolean")
+SCALAR_TYPES = ("double", "float", "long", "int", "string", "boolean")
+# A booster node's model file, by op: MLeap's XGBoost ops' file, and ours for LightGBM.
+MODEL_FILES = {
+    "xgboost.classifier": "xgboost.model",
+    "xgboost.regression": "xgboost.model",
+    "lightgbm.classifier": "lightgbm.model",
+    "lightgbm.regression": "lightgbm.model",
+}
 
 
 class BundleError(PrecomputeError):
@@ -48,6 +56,7 @@ class Node:
     where: str  # the node's folder inside the bundle, for messages
     children: dict[str, Node] = field(default_factory=dict)  # a forest's trees
     tree: tuple[dict[str, Any], ...] | None = None  # a decision tree's nodes, pre-order
+    model_file: bytes | None = None  # a booster's model file
 
 
 @dataclass(frozen=True)
@@ -81,14 +90,20 @@ class _Files:
         assert self._zip is not None
         return name in self._zip.NameToInfo
 
-    def text(self, name: str) -> str:
+    def raw(self, name: str) -> bytes:
         try:
             if self._dir is not None:
-                return (self._dir / name).read_text()
+                return (self._dir / name).read_bytes()
             assert self._zip is not None
-            return self._zip.read(name).decode()
-        except (OSError, KeyError, UnicodeDecodeError) as exc:
+            return self._zip.read(name)
+        except (OSError, KeyError) as exc:
             raise BundleError(f"bundle {self.source} has no readable {name}: {exc}") from exc
+
+    def text(self, name: str) -> str:
+        try:
+            return self.raw(name).decode()
+        except UnicodeDecodeError as exc:
+            raise BundleError(f"bundle {self.source}: {name} is not UTF-8 text: {exc}") from exc
 
     def json(self, name: str) -> Any:
         try:
@@ -127,7 +142,12 @@ def _node(files: _Files, folder: str, with_shape: bool = True) -> Node:
         for name, value in (model.get("attributes") or {}).items()
     }
     children = {}
-    if op in ("random_forest_classifier", "random_forest_regression"):
+    if op in (
+        "random_forest_classifier",
+        "random_forest_regression",
+        "gbt_classifier",
+        "gbt_regression",
+    ):
         for tree in attributes.get("trees") or []:
             children[tree] = _node(files, f"{folder}/{tree}", with_shape=False)
     tree_nodes = None
@@ -137,6 +157,7 @@ def _node(files: _Files, folder: str, with_shape: bool = True) -> Node:
             tree_nodes = tuple(json.loads(line) for line in lines if line.strip())
         except json.JSONDecodeError as exc:
             raise BundleError(f"bundle {files.source}: {folder}/tree.json: {exc}") from exc
+    model_file = files.raw(f"{folder}/{MODEL_FILES[op]}") if op in MODEL_FILES else None
     return Node(
         name=posixpath.basename(folder).removesuffix(".node"),
         op=op,
@@ -146,6 +167,7 @@ def _node(files: _Files, folder: str, with_shape: bool = True) -> Node:
         where=folder,
         children=children,
         tree=tree_nodes,
+        model_file=model_file,
     )
 
 
@@ -165,9 +187,16 @@ def _attribute(value: Any, where: str) -> Any:
     if "data_shape" in value:
         return value["data_shape"]
     present = [key for key in SCALAR_TYPES if key in value]
+    if not present and kind is None and not set(value) - {"type"}:
+        # MLeap's JSON writer leaves out a scalar equal to its type's zero (0, 0.0, false,
+        # ""), and its reader takes the zero back; 0 reads as each of those in Python.
+        return 0
     if len(present) != 1:
         raise BundleError(f"{where} has no single value of a known type ({', '.join(value)})")
     raw = value[present[0]]
+    if present[0] == "double":
+        # MLeap writes NaN and infinities as null (JSON has neither) and reads null as NaN.
+        raw = _nan_for_null(raw)
     if kind == "tensor":
         dims = [int(d["size"]) for d in value.get("shape", {}).get("dimensions", [])]
         array = np.asarray(raw, dtype=np.float64 if present[0] == "double" else None)
@@ -178,3 +207,11 @@ def _attribute(value: Any, where: str) -> Any:
     if kind == "list" or kind is None:
         return raw
     raise BundleError(f"{where} has an unknown attribute type {kind!r}")
+
+
+def _nan_for_null(raw: Any) -> Any:
+    if raw is None:
+        return float("nan")
+    if isinstance(raw, list):
+        return [float("nan") if item is None else item for item in raw]
+    return raw

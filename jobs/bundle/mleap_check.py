@@ -2,9 +2,10 @@
 
 `jvm/mleap/MleapScore.java` loads a bundle with MLeap's runtime (the JARs `make` fetched into the
 JAR cache) in a JVM of its own, never in our Spark session, and writes the model node's outputs.
-A bundle is right when MLeap loads it and its scores (a classifier's positive-class probability,
-a regressor's prediction) equal our runtime's within `TOLERANCE` on every row, including rows
-with missing values and categories the model never saw (`with_edge_rows` adds those).
+A bundle is right when MLeap loads it and its scores (a binary classifier's positive-class
+probability, a multiclass classifier's whole probability vector, a regressor's prediction) equal
+our runtime's within `TOLERANCE` on every row, including rows with missing values and categories
+the model never saw (`with_edge_rows` adds those).
 """
 
 from __future__ import annotations
@@ -60,8 +61,12 @@ def compare(bundles: Sequence[tuple[Path, pa.Table]], settings: Settings) -> lis
     ours = [_our_scores(read_bundle(path), rows) for path, rows in bundles]
     theirs = mleap_scores(bundles, settings)
     results = []
-    for mine, other in zip(ours, theirs, strict=True):
-        gaps = np.abs(mine - other)
+    for (path, _), mine, other in zip(bundles, ours, theirs, strict=True):
+        if mine.shape != other.shape:
+            raise BundleError(
+                f"MLeap scored {other.shape} values and our runtime {mine.shape} for {path}"
+            )
+        gaps = np.abs(mine - other).reshape(len(mine), -1).max(axis=1, initial=0.0)
         worst = int(np.argmax(gaps)) if gaps.size else None
         results.append(Parity(len(mine), float(gaps.max(initial=0.0)), worst))
     return results
@@ -116,8 +121,7 @@ def _our_scores(bundle: Bundle, rows: pa.Table) -> np.ndarray:
     batches = rows.combine_chunks().to_batches()
     if not batches:
         return np.empty(0, np.float64)
-    scored = plan.score(batches[0])
-    return np.asarray(scored.column("score").to_numpy(zero_copy_only=False), dtype=np.float64)
+    return np.asarray(plan.values(batches[0]), dtype=np.float64)
 
 
 def _frame(rows: pa.Table, inputs: list[tuple[str, str]]) -> dict[str, Any]:
@@ -142,11 +146,15 @@ def _frame(rows: pa.Table, inputs: list[tuple[str, str]]) -> dict[str, Any]:
 
 
 def _scores(output: dict[str, Any]) -> np.ndarray:
-    """The score of each row: P(positive class) for a classifier, else the prediction."""
+    """The score of each row: P(positive class) for a binary classifier, the probability of
+    every class for a multiclass one (shape (n, K)), else the prediction."""
     names = {o["port"]: o["name"] for o in output["outputs"]}
     probability, prediction = names.get("probability"), names.get("prediction")
-    scores = []
+    scores: list[Any] = []
     for row in output["rows"]:
+        if probability and row[probability] is not None and len(row[probability]) > 2:
+            scores.append([math.nan if p is None else float(p) for p in row[probability]])
+            continue
         value = row[probability][1] if probability else row[prediction]
         scores.append(math.nan if value is None else float(value))
     return np.asarray(scores, dtype=np.float64)

@@ -12,6 +12,7 @@ models): the data names its classes, so no reader needs the bundle to make sense
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,11 +26,18 @@ from jobs.bundle.format import Bundle, BundleError
 from jobs.bundle.program import build_program
 from jobs.bundle.steps import (
     Assemble,
+    Binarize,
+    Bucketize,
     Impute,
     Index,
     Linear,
     LinearTerms,
+    MaxAbs,
+    MinMax,
+    Multinomial,
+    Normalize,
     OneHot,
+    Polynomial,
     Program,
     Scale,
     Step,
@@ -76,6 +84,17 @@ class Plan:
     @property
     def device(self) -> str:
         return self.backend.name
+
+    def values(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
+        """The model step's value for each row, on the host: (n,) for a regressor or a binary
+        classifier (its positive-class probability), (n, K) class probabilities for K classes."""
+        env: dict[str, Any] = {}
+        for column in self.program.inputs:
+            env[column.name] = self._input(batch, column.name, column.kind, column.nulls_allowed)
+        result: Any = None
+        for position, step in enumerate(self.program.steps):
+            result = self._run(position, step, env, self.backend.xp)
+        return self.backend.host(result)
 
     def score(self, batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
         xp = self.backend.xp
@@ -201,10 +220,14 @@ class Plan:
             env[step.target] = codes
         elif isinstance(step, OneHot):
             codes = self._array(env, step.source)
-            if not step.keep_invalid and bool(((codes < 0) | (codes >= step.size)).any()):
+            invalid = ~((codes >= 0) & (codes < step.size))
+            if not step.keep_invalid and bool(invalid.any()):
                 raise ScoringError(f"{step.source!r} holds an index outside 0..{step.size - 1}")
+            if bool((codes != xp.floor(codes))[~invalid].any()):
+                raise ScoringError(f"{step.source!r} holds an index that is not a whole number")
             out = xp.zeros((codes.shape[0], step.width), dtype=xp.float64)
-            slot = codes.astype(xp.int64)
+            # MLeap puts every invalid index (unknown, negative) in the extra slot `size`.
+            slot = xp.where(invalid, step.size, codes).astype(xp.int64)
             inside = (slot >= 0) & (slot < step.width)
             rows = xp.arange(codes.shape[0])
             out[rows[inside], slot[inside]] = 1.0
@@ -222,15 +245,78 @@ class Plan:
                 # A zero std means a constant feature: Spark's scaler outputs 0 for it.
                 values = xp.where(std != 0, values / xp.where(std != 0, std, 1.0), 0.0)
             env[step.target] = values
+        elif isinstance(step, MinMax | MaxAbs | Binarize | Normalize):
+            env[step.target] = _rescale(step, self._array(env, step.source), xp)
+        elif isinstance(step, Polynomial):
+            x = self._array(env, step.source)
+            out = xp.empty((x.shape[0], len(step.terms)), dtype=xp.float64)
+            for k, term in enumerate(step.terms):
+                column = xp.ones(x.shape[0], dtype=xp.float64)
+                for feature in term:  # Spark's order of multiplication
+                    column = column * x[:, feature]
+                out[:, k] = column
+            env[step.target] = out
+        elif isinstance(step, Bucketize):
+            env[step.target] = _bucketize(step, self._array(env, step.source), xp)
+        elif isinstance(step, Multinomial):
+            z = env[step.source] @ xp.asarray(step.coefficients).T + xp.asarray(step.intercepts)
+            # MLeap's softmax: shifted by the largest margin only when that is positive, and
+            # scaled by the reciprocal of the sum (the same answer to a few ulps either way).
+            top = z.max(axis=1, keepdims=True)
+            e = xp.exp(z - xp.where(top > 0, top, 0.0))
+            return e * (1.0 / e.sum(axis=1, keepdims=True))
         elif isinstance(step, Linear):
             z = env[step.source] @ xp.asarray(step.coefficients) + step.intercept
             return 1.0 / (1.0 + xp.exp(-z)) if step.logistic else z
         elif isinstance(step, LinearTerms):
             return self._linear_terms(step, env, xp)
         elif isinstance(step, Trees):
-            x32 = env[step.source].astype(xp.float32)
-            return self.kernels[position](x32)
+            # float64: every tree test is exact on doubles (see jobs.bundle.trees).
+            return self.kernels[position](env[step.source])
         return None
+
+
+def _rescale(step: MinMax | MaxAbs | Binarize | Normalize, values: Any, xp: Any) -> Any:
+    """The element-wise feature transforms, in MLeap's order of operations."""
+    if isinstance(step, MinMax):
+        span = xp.asarray(step.span)
+        raw = xp.where(
+            span != 0, (values - xp.asarray(step.minimum)) / xp.where(span != 0, span, 1.0), 0.5
+        )
+        return raw * (step.high - step.low) + step.low
+    if isinstance(step, MaxAbs):
+        scale = xp.asarray(step.max_abs)
+        return xp.clip(values / xp.where(scale == 0, 1.0, scale), -1.0, 1.0)
+    if isinstance(step, Binarize):
+        return (values > step.threshold).astype(xp.float64)
+    magnitude = xp.abs(values)
+    if step.p == 1:
+        norm = magnitude.sum(axis=1)
+    elif step.p == 2:
+        norm = xp.sqrt((values * values).sum(axis=1))
+    elif math.isinf(step.p):
+        norm = magnitude.max(axis=1)
+    else:
+        norm = (magnitude**step.p).sum(axis=1) ** (1.0 / step.p)
+    return values / xp.where(norm != 0, norm, 1.0)[:, None]
+
+
+def _bucketize(step: Bucketize, values: Any, xp: Any) -> Any:
+    """Bucket indices as float64; a value outside the splits (or NaN, unless kept) is refused."""
+    splits = xp.asarray(step.splits)
+    nan = xp.isnan(values)
+    outside = ~nan & ((values < splits[0]) | (values > splits[-1]))
+    if bool(outside.any()) or (not step.keep_invalid and bool(nan.any())):
+        bad = values[outside | (nan & (not step.keep_invalid))][0]
+        raise ScoringError(
+            f"column {step.source!r} holds {float(bad)}, outside the bucketizer's splits "
+            f"[{float(step.splits[0])}, {float(step.splits[-1])}]"
+            + ("" if bad == bad else " (NaN is refused: its handle_invalid is 'error')")
+        )
+    index = xp.searchsorted(splits, values, side="right") - 1
+    # The last split closes the last bucket; NaN goes to the extra bucket len(splits) - 1.
+    index = xp.where(values == splits[-1], splits.shape[0] - 2, index)
+    return xp.where(nan, splits.shape[0] - 1, index).astype(xp.float64)
 
 
 def compile_bundle(

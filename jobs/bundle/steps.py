@@ -65,6 +65,76 @@ class Linear:
 
 
 @dataclass(frozen=True)
+class MinMax:
+    """Spark's MinMaxScaler: (x - minimum) / span * (high - low) + low; 0.5 there for a
+    constant feature (span 0), as MLeap does; NaN stays NaN."""
+
+    source: str
+    target: str
+    minimum: np.ndarray
+    span: np.ndarray  # maximum - minimum, per feature
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class MaxAbs:
+    """Spark's MaxAbsScaler: x / max_abs clipped to [-1, 1]; a zero max_abs divides by 1."""
+
+    source: str
+    target: str
+    max_abs: np.ndarray
+
+
+@dataclass(frozen=True)
+class Binarize:
+    """1.0 where the value is above the threshold, else 0.0 (a scalar or each feature)."""
+
+    source: str
+    target: str
+    threshold: float
+
+
+@dataclass(frozen=True)
+class Bucketize:
+    """Spark's Bucketizer: the index of the split interval [s_i, s_i+1) holding the value (the
+    last interval also holds its upper split). A value outside the splits is an error."""
+
+    source: str
+    target: str
+    splits: np.ndarray  # strictly increasing; the ends may be -inf and inf
+    keep_invalid: bool  # NaN -> len(splits) - 1; else a NaN row is an error
+
+
+@dataclass(frozen=True)
+class Normalize:
+    """Each row divided by its p-norm (rows whose norm is 0 are left as they are)."""
+
+    source: str
+    target: str
+    p: float
+
+
+@dataclass(frozen=True)
+class Polynomial:
+    """Spark's PolynomialExpansion: every monomial of degree 1..d in Spark's output order; each
+    term lists the features it multiplies, in the order Spark multiplies them."""
+
+    source: str
+    target: str
+    terms: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True)
+class Multinomial:
+    """Multinomial logistic regression: softmax(coefficients @ x + intercepts), (n, K)."""
+
+    source: str
+    coefficients: np.ndarray  # (K, features)
+    intercepts: np.ndarray  # (K,)
+
+
+@dataclass(frozen=True)
 class Trees:
     source: str
     forest: Forest
@@ -98,7 +168,23 @@ class LinearTerms:
     logistic: bool
 
 
-Step = Impute | Index | OneHot | Assemble | Scale | Linear | Trees | LinearTerms
+Step = (
+    Impute
+    | Index
+    | OneHot
+    | Assemble
+    | Scale
+    | MinMax
+    | MaxAbs
+    | Binarize
+    | Bucketize
+    | Normalize
+    | Polynomial
+    | Linear
+    | Multinomial
+    | Trees
+    | LinearTerms
+)
 
 
 @dataclass(frozen=True)

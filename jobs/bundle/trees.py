@@ -1,149 +1,182 @@
-"""Decision trees and forests from a bundle, and the kernels that evaluate them.
+"""Decision trees, forests and boosted trees, and the kernels that evaluate them.
 
-All trees are flattened into one set of node arrays. A leaf points at itself, so walking a tree
-for as many steps as it is deep lands every row on its leaf without a branch per row; that makes
-the same layout work for the compiled CPU kernel and for whole-array (GPU) evaluation.
+One layout serves scikit-learn and Spark trees (from a bundle's `tree.json`), Spark GBTs, and
+XGBoost and LightGBM boosters (through treelite, see `jobs.bundle.treelite_forest`). All trees
+are flattened into one set of node arrays. A leaf points at itself, so walking a tree for as
+many steps as it is deep lands every row on its leaf without a branch per row; that makes the
+same layout work for the compiled CPU kernel and for whole-array (GPU) evaluation.
 
-Splits compare in float32, as scikit-learn does: it casts X to float32 and tests
-`x <= threshold` with a float64 threshold. Each threshold is stored as the largest float32 not
-above it, which gives the same answer for every float32 x with a float32-only comparison.
+A node sends a row to `left`, `right` or `missing`:
+- numeric split: `x <= threshold` goes left, `x > threshold` right, NaN to `missing`. Inputs are
+  float64 and thresholds float64, and every library's test is turned into this one exactly: MLeap
+  compares doubles with `<=` (so a bundle's thresholds are kept as written; our exporter writes
+  ones that make that agree with scikit-learn's float32 test), LightGBM compares doubles with
+  `<=`, and XGBoost's float32 `x < t` becomes the largest double that rounds to below t32.
+- categorical split (`category` >= 0): a value whose category is in the node's set goes left,
+  any other value right, NaN to `missing`. A category is the value truncated to an integer
+  (XGBoost, LightGBM); MLeap matches only a value equal to a listed category (`exact_categories`).
+
+Each tree adds its leaf's value (a vector of `value.shape[1]` numbers) times its weight into the
+output columns from `tree_output`; outputs start at `base` (or 0 and then the mean is taken,
+for averaged forests); `postprocess` turns the margins into what the model predicts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import numpy as np
 
-from jobs.bundle.format import BundleError, Node
+Postprocess = Literal["identity", "sigmoid", "softmax", "exponential", "spark_logistic"]
 
 
 @dataclass(frozen=True)
 class Forest:
-    """One or more trees; the output is the mean of the trees' leaf values."""
+    """Trees in flat node arrays; see the module docstring for how a row walks them."""
 
-    roots: np.ndarray  # int32, first node of each tree
-    depths: np.ndarray  # int32, steps to reach every leaf of each tree
-    feature: np.ndarray  # int32
-    threshold: np.ndarray  # float32, see the module docstring
-    left: np.ndarray  # int32, global node index; a leaf's own index
+    roots: np.ndarray  # int32 (trees,): first node of each tree
+    depths: np.ndarray  # int32 (trees,): steps to reach every leaf of each tree
+    feature: np.ndarray  # int32 (nodes,)
+    threshold: np.ndarray  # float64 (nodes,)
+    left: np.ndarray  # int32 (nodes,): global node index; a leaf's own index
     right: np.ndarray  # int32
-    value: np.ndarray  # float64: positive-class probability, or the regression value
+    missing: np.ndarray  # int32: where NaN goes
+    category: np.ndarray  # int32: -1 numeric split, else the node's set in category_offsets
+    category_offsets: np.ndarray  # int32 (sets + 1,): each set's words in category_bits
+    category_bits: np.ndarray  # uint32: bit c of a set's words is set when category c is in it
+    value: np.ndarray  # float64 (nodes, width): a leaf's output vector
+    tree_output: np.ndarray  # int32 (trees,): first output column each tree adds into
+    tree_weight: np.ndarray  # float64 (trees,)
+    base: np.ndarray  # float64 (outputs,): margins start here
     num_features: int
+    average: bool = False  # outputs are the mean over trees (forests), else the weighted sum
+    float32_sum: bool = False  # sum in float32 in tree order, as XGBoost does
+    exact_categories: bool = False  # MLeap: only a value equal to a listed category matches
+    postprocess: Postprocess = "identity"
+    sigmoid_alpha: float = 1.0  # sigmoid(alpha * margin), LightGBM's sigmoid parameter
 
     @property
     def num_trees(self) -> int:
         return int(self.roots.size)
 
+    @property
+    def num_outputs(self) -> int:
+        return int(self.base.size)
 
-def float32_floor(threshold: float) -> np.float32:
-    """The largest float32 not above `threshold`."""
-    t32 = np.float32(threshold)
-    if float(t32) > threshold:
-        t32 = np.nextafter(t32, np.float32(-np.inf))
-    return t32
-
-
-def forest_from_nodes(trees: Sequence[Node], classifier: bool, num_features: int) -> Forest:
-    """Flatten decision-tree nodes (pre-order `tree.json`) into a Forest, checking each node."""
-    feature: list[int] = []
-    threshold: list[np.float32] = []
-    left: list[int] = []
-    right: list[int] = []
-    value: list[float] = []
-    roots, depths = [], []
-    for tree in trees:
-        if not tree.tree:
-            raise BundleError(f"{tree.where}: the tree has no nodes")
-        roots.append(len(feature))
-        depth = _flatten(tree, classifier, num_features, (feature, threshold, left, right, value))
-        depths.append(depth)
-    return Forest(
-        roots=np.asarray(roots, np.int32),
-        depths=np.asarray(depths, np.int32),
-        feature=np.asarray(feature, np.int32),
-        threshold=np.asarray(threshold, np.float32),
-        left=np.asarray(left, np.int32),
-        right=np.asarray(right, np.int32),
-        value=np.asarray(value, np.float64),
-        num_features=num_features,
-    )
+    @property
+    def has_categories(self) -> bool:
+        return bool(self.category_offsets.size > 1)
 
 
-def _flatten(tree: Node, classifier: bool, num_features: int, out: tuple[list[Any], ...]) -> int:
-    feature, threshold, left, right, value = out
-    assert tree.tree is not None
-    nodes = iter(enumerate(tree.tree))
-    deepest = 0
-    # Pre-order: each internal node is followed by its whole left subtree, then its right one.
-    # The stack holds (node index, depth) of internal nodes still waiting for a right child.
-    stack: list[tuple[int, int]] = []
-    parent: tuple[int, int, str] | None = None  # (index, depth, which child comes next)
-    for position, item in nodes:
-        where = f"{tree.where}/tree.json line {position + 1}"
-        index = len(feature)
-        depth = 0 if parent is None else parent[1] + 1
-        if parent is not None:
-            (left if parent[2] == "left" else right)[parent[0]] = index
-        kind = item.get("type")
-        if kind == "internal":
-            split = item.get("split") or {}
-            if split.get("type") != "continuous":
-                raise BundleError(f"{where}: split type {split.get('type')!r} is not supported")
-            column = split.get("featureIndex")
-            if not isinstance(column, int) or not 0 <= column < num_features:
-                raise BundleError(f"{where}: featureIndex {column!r} is not below {num_features}")
-            cut = split.get("threshold")
-            if not isinstance(cut, int | float) or np.isnan(cut):
-                raise BundleError(f"{where}: threshold {cut!r} is not a number")
-            feature.append(column)
-            threshold.append(float32_floor(float(cut)))
-            left.append(-1)
-            right.append(-1)
-            value.append(0.0)
-            stack.append((index, depth))
-            parent = (index, depth, "left")
-        elif kind == "leaf":
-            feature.append(0)
-            threshold.append(np.float32(0))
-            left.append(index)
-            right.append(index)
-            value.append(_leaf_value(item.get("values"), classifier, where))
-            deepest = max(deepest, depth)
-            parent = (*stack.pop()[:2], "right") if stack else None
-            if parent is None:
-                rest = sum(1 for _ in nodes)
-                if rest:
-                    raise BundleError(f"{where}: {rest} lines after the tree is complete")
-                break
-        else:
-            raise BundleError(f"{where}: node type {kind!r} is not supported")
-    if parent is not None or stack:
-        raise BundleError(f"{tree.where}/tree.json ends before the tree is complete")
-    return deepest
+def raw_margin(forest: Forest) -> Forest:
+    """The same trees without post-processing: kernels then return the margins."""
+    return replace(forest, postprocess="identity")
 
 
-def _leaf_value(values: Any, classifier: bool, where: str) -> float:
-    if not isinstance(values, list) or not all(isinstance(v, int | float) for v in values):
-        raise BundleError(f"{where}: leaf values {values!r} are not a list of numbers")
-    if classifier:
-        if len(values) != 2:
-            raise BundleError(f"{where}: {len(values)} class values; only binary is supported")
-        # scikit-learn's predict_proba: the leaf's class weights divided by their sum.
-        total = float(values[0]) + float(values[1])
-        return float(values[1]) / (total if total != 0.0 else 1.0)
-    if len(values) != 1:
-        raise BundleError(f"{where}: a regression leaf needs one value, found {len(values)}")
-    return float(values[0])
+class ForestBuilder:
+    """Collects nodes tree by tree into a Forest's arrays."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, list[Any]] = {
+            k: [] for k in ("feature", "threshold", "left", "right", "missing", "category")
+        }
+        self.values: list[list[float]] = []
+        self.roots: list[int] = []
+        self.depths: list[int] = []
+        self.offsets: list[int] = [0]
+        self.bits: list[int] = []
+
+    @property
+    def size(self) -> int:
+        return len(self.values)
+
+    def add_split(self, feature: int, threshold: float, categories: list[int] | None) -> int:
+        """A split node whose children are set later with `link`; returns its index."""
+        category = -1
+        if categories is not None:
+            words = np.zeros(max(categories, default=-1) // 32 + 1, np.uint32)
+            for c in categories:
+                words[c // 32] |= np.uint32(1 << (c % 32))
+            category = len(self.offsets) - 1
+            self.bits.extend(int(w) for w in words)
+            self.offsets.append(len(self.bits))
+        for key, item in zip(self.columns, (feature, threshold, -1, -1, -1, category), strict=True):
+            self.columns[key].append(item)
+        self.values.append([])
+        return self.size - 1
+
+    def link(self, node: int, left: int, right: int, missing: int) -> None:
+        self.columns["left"][node] = left
+        self.columns["right"][node] = right
+        self.columns["missing"][node] = missing
+
+    def add_leaf(self, values: list[float]) -> int:
+        index = self.size
+        for key, item in zip(self.columns, (0, 0.0, index, index, index, -1), strict=True):
+            self.columns[key].append(item)
+        self.values.append(values)
+        return index
+
+    def build(self, **settings: Any) -> Forest:
+        width = max((len(v) for v in self.values), default=1)
+        value = np.zeros((self.size, width), np.float64)
+        for i, row in enumerate(self.values):
+            value[i, : len(row)] = row
+        c = self.columns
+        return Forest(
+            roots=np.asarray(self.roots, np.int32),
+            depths=np.asarray(self.depths, np.int32),
+            feature=np.asarray(c["feature"], np.int32),
+            threshold=np.asarray(c["threshold"], np.float64),
+            left=np.asarray(c["left"], np.int32),
+            right=np.asarray(c["right"], np.int32),
+            missing=np.asarray(c["missing"], np.int32),
+            category=np.asarray(c["category"], np.int32),
+            category_offsets=np.asarray(self.offsets, np.int32),
+            category_bits=np.asarray(self.bits, np.uint32),
+            value=value,
+            **settings,
+        )
+
+
+def finish(forest: Forest, margin: Any, xp: Any) -> Any:
+    """Post-process margins (n, outputs) into predictions: (n,) for one output, else (n, K)."""
+    post = forest.postprocess
+    if post == "sigmoid":
+        margin = 1.0 / (1.0 + xp.exp(-forest.sigmoid_alpha * margin))
+    elif post == "spark_logistic":
+        # MLeap's GBT classifier: p0 = 1/(1+exp(2m)) from the raw (-m, m), p1 = 1 - p0.
+        margin = 1.0 - 1.0 / (1.0 + xp.exp(2.0 * margin))
+    elif post == "exponential":
+        margin = xp.exp(margin)
+    elif post == "softmax":
+        shifted = xp.exp(margin - margin.max(axis=1, keepdims=True))
+        margin = shifted / shifted.sum(axis=1, keepdims=True)
+    return margin[:, 0] if margin.shape[1] == 1 else margin
+
+
+def _start(forest: Forest, rows: int, xp: Any) -> Any:
+    dtype = xp.float32 if forest.float32_sum else xp.float64
+    base = xp.asarray(forest.base, dtype=dtype)
+    if forest.average:
+        return xp.zeros((rows, forest.num_outputs), dtype=dtype)
+    return xp.broadcast_to(base, (rows, forest.num_outputs)).copy()
+
+
+def _end(forest: Forest, acc: Any, xp: Any) -> Any:
+    margin = acc.astype(xp.float64)
+    if forest.average:
+        margin = margin / forest.num_trees + xp.asarray(forest.base)
+    return margin
 
 
 # ---- CPU: one compiled pass, single-threaded (Spark runs one task per core) ----------------
 
 
 def cpu_kernel(forest: Forest) -> Callable[[np.ndarray], np.ndarray]:
-    """A function from a float32 matrix to the forest's mean output, compiled with numba."""
+    """A function from a float64 matrix to the forest's predictions, compiled with numba."""
     from jobs.bundle.walk import walk  # numba compiles on first import; only CPU trees need it
 
     arrays = (
@@ -153,13 +186,20 @@ def cpu_kernel(forest: Forest) -> Callable[[np.ndarray], np.ndarray]:
         forest.threshold,
         forest.left,
         forest.right,
+        forest.missing,
+        forest.category,
+        forest.category_offsets,
+        forest.category_bits,
+        forest.exact_categories,
         forest.value,
+        forest.tree_output,
+        forest.tree_weight,
     )
 
-    def predict(x32: np.ndarray) -> np.ndarray:
-        out = np.empty(x32.shape[0], np.float64)
-        walk(np.ascontiguousarray(x32, np.float32), *arrays, out)
-        return out
+    def predict(x: np.ndarray) -> np.ndarray:
+        acc = _start(forest, x.shape[0], np)
+        walk(np.ascontiguousarray(x, np.float64), *arrays, acc)
+        return finish(forest, _end(forest, acc, np), np)  # type: ignore[no-any-return]
 
     return predict
 
@@ -169,70 +209,49 @@ def cpu_kernel(forest: Forest) -> Callable[[np.ndarray], np.ndarray]:
 
 def array_kernel(forest: Forest, xp: Any, chunk_rows: int) -> Callable[[Any], Any]:
     """Evaluate all trees level by level with array operations of the module `xp`."""
-    feature, threshold, left, right, value = (
-        xp.asarray(a)
-        for a in (forest.feature, forest.threshold, forest.left, forest.right, forest.value)
+    names = ("feature", "threshold", "left", "right", "missing", "category", "value")
+    feature, threshold, left, right, missing, category, value = (
+        xp.asarray(getattr(forest, name)) for name in names
     )
+    offsets = xp.asarray(forest.category_offsets)
+    bits = xp.asarray(forest.category_bits)
+    weight = xp.asarray(forest.tree_weight)
     roots = xp.asarray(forest.roots)
     steps = int(forest.depths.max(initial=0))
-    trees = forest.num_trees
+    width = forest.value.shape[1]
+    outputs = forest.tree_output.tolist()
 
-    def predict(x32: Any) -> Any:
-        out = xp.empty(x32.shape[0], dtype=xp.float64)
-        for start in range(0, x32.shape[0], chunk_rows):
-            block = x32[start : start + chunk_rows]
-            node = xp.broadcast_to(roots, (block.shape[0], trees)).copy()
+    def categorical(node: Any, seen: Any) -> Any:
+        index = xp.maximum(category[node], 0)
+        valid = (seen >= 0) & (seen < 2.0**31)
+        if forest.exact_categories:
+            valid &= seen == xp.floor(seen)
+        code = xp.where(valid, seen, 0).astype(xp.int64)
+        word = offsets[index] + (code >> 5)
+        inside = valid & (word < offsets[index + 1])
+        found = (bits[xp.where(inside, word, 0)] >> (code & 31).astype(xp.uint32)) & 1
+        match = inside & (found == 1)
+        return xp.where(seen != seen, missing[node], xp.where(match, left[node], right[node]))
+
+    def predict(x: Any) -> Any:
+        acc = _start(forest, x.shape[0], xp)
+        for start in range(0, x.shape[0], chunk_rows):
+            block = x[start : start + chunk_rows]
+            node = xp.broadcast_to(roots, (block.shape[0], forest.num_trees)).copy()
             for _ in range(steps):
                 seen = xp.take_along_axis(block, feature[node], axis=1)
-                node = xp.where(seen <= threshold[node], left[node], right[node])
-            out[start : start + block.shape[0]] = value[node].sum(axis=1) / trees
-        return out
+                cut = threshold[node]
+                nxt = xp.where(
+                    seen <= cut, left[node], xp.where(seen > cut, right[node], missing[node])
+                )
+                if forest.has_categories:
+                    nxt = xp.where(category[node] >= 0, categorical(node, seen), nxt)
+                node = nxt
+            leaves = value[node] * weight[None, :, None]  # (rows, trees, width)
+            part = acc[start : start + block.shape[0]]
+            # Tree by tree, in the accumulator's precision: the libraries' own order.
+            for t, column in enumerate(outputs):
+                part[:, column : column + width] += leaves[:, t, :].astype(acc.dtype)
+        return finish(forest, _end(forest, acc, xp), xp)
 
     return predict
-
-
-def to_treelite(forest: Forest) -> Any:
-    """The forest as a treelite model: `<=` splits, mean of leaves, float64 throughout (treelite
-    wants one type for both). The float32-floored thresholds widen exactly, so float32 inputs
-    widened to float64 take the same branches."""
-    # treelite loads scipy (over half a second): only the GPU's nvforest kernel needs it.
-    import treelite.model_builder as tmb
-
-    builder = tmb.ModelBuilder(
-        threshold_type="float64",
-        leaf_output_type="float64",
-        metadata=tmb.Metadata(
-            num_feature=forest.num_features,
-            task_type="kRegressor",
-            average_tree_output=True,
-            num_target=1,
-            num_class=[1],
-            leaf_vector_shape=(1, 1),
-        ),
-        tree_annotation=tmb.TreeAnnotation(
-            num_tree=forest.num_trees,
-            target_id=[0] * forest.num_trees,
-            class_id=[0] * forest.num_trees,
-        ),
-        postprocessor=tmb.PostProcessorFunc(name="identity"),
-        base_scores=[0.0],
-    )
-    ends = [*forest.roots[1:].tolist(), int(forest.feature.size)]
-    for root, end in zip(forest.roots.tolist(), ends, strict=True):
-        builder.start_tree()  # type: ignore[no-untyped-call]
-        for k in range(root, end):
-            builder.start_node(k - root)
-            if forest.left[k] == k:
-                builder.leaf(float(forest.value[k]))
-            else:
-                builder.numerical_test(
-                    int(forest.feature[k]),
-                    float(forest.threshold[k]),
-                    default_left=True,
-                    opname="<=",
-                    left_child_key=int(forest.left[k]) - root,
-                    right_child_key=int(forest.right[k]) - root,
-                )
-            builder.end_node()  # type: ignore[no-untyped-call]
-        builder.end_tree()  # type: ignore[no-untyped-call]
-    return builder.commit()

@@ -8,29 +8,69 @@ import numpy as np
 BLOCK_ROWS = 64  # rows walked together through one tree, so their memory loads overlap
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _categorical(v, k, left, right, missing, category, offsets, bits, exact):  # type: ignore[no-untyped-def]
+    """The child of categorical node k for the value v (see jobs.bundle.trees)."""
+    if v != v:
+        return missing[k]
+    if v < 0 or v >= 2147483648.0 or (exact and v != np.floor(v)):
+        return right[k]
+    code = np.int64(v)
+    c = category[k]
+    word = offsets[c] + (code >> 5)
+    if word < offsets[c + 1] and (bits[word] >> np.uint32(code & 31)) & np.uint32(1):
+        return left[k]
+    return right[k]
+
+
 @numba.njit(nogil=True, cache=True)
-def walk(x, roots, depths, feature, threshold, left, right, value, out):  # type: ignore[no-untyped-def]
-    """out[i] = mean over trees of the leaf row i reaches (see jobs.bundle.trees)."""
+def walk(  # type: ignore[no-untyped-def]
+    x,
+    roots,
+    depths,
+    feature,
+    threshold,
+    left,
+    right,
+    missing,
+    category,
+    offsets,
+    bits,
+    exact,
+    value,
+    tree_output,
+    tree_weight,
+    acc,
+):
+    """acc[i, tree_output[t] + j] += tree_weight[t] * value[leaf of row i in tree t, j], tree by
+    tree in order, in acc's precision (see jobs.bundle.trees)."""
     n = x.shape[0]
     trees = roots.shape[0]
+    width = value.shape[1]
     node = np.empty(BLOCK_ROWS, np.int32)
     for start in range(0, n, BLOCK_ROWS):
         rows = min(BLOCK_ROWS, n - start)
-        for r in range(rows):
-            out[start + r] = 0.0
         for t in range(trees):
             for r in range(rows):
                 node[r] = roots[t]
             for _ in range(depths[t]):
                 for r in range(rows):
                     k = node[r]
-                    if x[start + r, feature[k]] <= threshold[k]:
+                    v = x[start + r, feature[k]]
+                    if category[k] >= 0:
+                        node[r] = _categorical(
+                            v, k, left, right, missing, category, offsets, bits, exact
+                        )
+                    elif v <= threshold[k]:
                         node[r] = left[k]
-                    else:
+                    elif v > threshold[k]:
                         node[r] = right[k]
-            # Added tree by tree, then divided, in scikit-learn's order.
+                    else:  # NaN
+                        node[r] = missing[k]
+            column = tree_output[t]
+            weight = tree_weight[t]
             for r in range(rows):
-                out[start + r] += value[node[r]]
-        for r in range(rows):
-            out[start + r] /= trees
-    return out
+                leaf = node[r]
+                for j in range(width):
+                    acc[start + r, column + j] += value[leaf, j] * weight
+    return acc

@@ -1,0 +1,354 @@
+"""Registering models made elsewhere against a data contract: bundles the `mleap` package writes
+from a user's own scikit-learn pipeline, and boosters from XGBoost's and LightGBM's model files,
+on the real database; the stored version scores through our runtime as the library does."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import airflow_env, fetch_all, run_cli, run_dag, states
+
+from jobs import bundle_store
+from jobs.bundle.format import read_bundle
+from jobs.bundle.runtime import compile_bundle
+from jobs.external_models import ExternalModel, RegistrationRefused, register_external
+from jobs.registry import ModelVersion, Registry
+from jobs.sample_data import customers
+from precompute.database import Database
+from precompute.settings import Settings
+
+NUMBERS = ["age", "tenure_months", "monthly_spend"]  # the contract's never-null numeric features
+
+
+def user_pipeline(
+    folder: Path, name: str, frame: pd.DataFrame, target: np.ndarray, middle: Any = None
+) -> tuple[Any, Path]:
+    """A scikit-learn pipeline as a user writes one for MLeap: mleap's FeatureExtractor over
+    `frame`'s columns, a standard scaler (or `middle`), logistic regression; fitted and
+    serialised with mleap's own serializers. Returns (pipeline, folder with `name`.zip and
+    the bundle folder `name`)."""
+    # Importing mleap's modules attaches its serializers to scikit-learn's classes.
+    for module in ("pipeline", "logistic", "decomposition.pca"):
+        importlib.import_module(f"mleap.sklearn.{module}")
+    from mleap.sklearn.preprocessing.data import FeatureExtractor
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    columns = list(frame.columns)
+    extract = FeatureExtractor(
+        input_scalars=columns, output_vector="raw", output_vector_items=columns
+    )
+    if middle is None:
+        middle = StandardScaler()
+        middle.mlinit(prior_tf=extract, output_features="prepared")
+    else:
+        middle.mlinit(input_features="raw", prediction_column="prepared")
+    model = LogisticRegression()
+    model.mlinit(input_features="prepared", prediction_column="churn_prediction")
+    pipeline = Pipeline([(extract.name, extract), (middle.name, middle), (model.name, model)])
+    pipeline.mlinit()
+    pipeline.fit(frame, target)
+    pipeline.serialize_to_bundle(str(folder), name, init=True)
+    return pipeline, folder
+
+
+def add(settings: Settings, source: Path, name: str, **kwargs: Any) -> ModelVersion:
+    request = ExternalModel(name=name, source=source, dataset="customers", **kwargs)
+    return register_external(Database.from_settings(settings), settings, request)
+
+
+def stored_versions(settings: Settings, name: str) -> list[Any]:
+    return fetch_all(
+        settings.database_url.get_secret_value(),  # type: ignore[union-attr]
+        "SELECT v.version FROM precompute.model_versions v JOIN precompute.models m "
+        "USING (model_id) WHERE m.name = %s",
+        (name,),
+    )
+
+
+def test_a_bundle_from_a_users_scikit_learn_pipeline_scores_as_the_pipeline(
+    job_settings: Settings, tmp_path: Path
+) -> None:
+    table = customers(600, seed=3)
+    target = table.column("churned").to_numpy(zero_copy_only=False)
+    pipeline, folder = user_pipeline(tmp_path, "user", table.select(NUMBERS).to_pandas(), target)
+
+    version = add(job_settings, folder / "user.zip", "byo-sklearn")
+
+    assert (version.version, version.aliases, version.task) == (
+        1,
+        ("challenger",),
+        "classification",
+    )
+    assert version.model_kind == "logistic_regression"  # the model op
+    assert version.input_schema["dataset"] == "customers" and version.input_schema["version"] == 1
+    bundle = read_bundle(bundle_store.load_bytes(version))
+    assert bundle.metadata["classes"] == ["false", "true"]  # the boolean label's classes
+    assert bundle.metadata["input_contract"]["entity_id"]["name"] == "customer_id"
+    fresh = customers(200, seed=4, label=False)
+    scored = compile_bundle(bundle, "cpu").score(fresh)
+    expected = pipeline.predict_proba(fresh.select(NUMBERS).to_pandas())[:, 1]
+    assert np.max(np.abs(scored.column("score").to_numpy() - expected)) <= 1e-6
+    assert scored.column("entity_id").to_pylist()[:2] == ["c0", "c1"]
+
+
+def test_a_bundle_folder_is_zipped_for_storage_with_the_users_files_unchanged(
+    job_settings: Settings, tmp_path: Path
+) -> None:
+    table = customers(300, seed=5)
+    target = table.column("churned").to_numpy(zero_copy_only=False)
+    _, folder = user_pipeline(tmp_path, "user", table.select(NUMBERS).to_pandas(), target)
+
+    version = add(job_settings, folder / "user", "byo-folder", aliases=("champion",))
+
+    with zipfile.ZipFile(version.bundle_uri) as stored:
+        names = set(stored.namelist())
+        assert stored.read("bundle.json") == (folder / "user" / "bundle.json").read_bytes()
+    assert {"bundle.json", "root/model.json", "precompute.json"} <= names
+    assert version.aliases == ("champion",)
+
+
+def test_every_problem_is_named_and_nothing_is_stored(
+    job_settings: Settings, tmp_path: Path
+) -> None:
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(0)
+    # Read under the user's names: shoe_size is not in the contract, plan is a string there.
+    frame = pd.DataFrame(rng.normal(size=(100, 3)), columns=["age", "shoe_size", "plan"])
+    _, folder = user_pipeline(tmp_path, "bad", frame, rng.random(100) < 0.5, middle=PCA(2))
+
+    with pytest.raises(RegistrationRefused) as refused:
+        add(job_settings, folder / "bad.zip", "byo-refused")
+
+    lines = str(refused.value).splitlines()
+    assert "against contract customers/v1 (3 problems)" in lines[0]
+    assert lines[1].startswith("  - node 'pca_") and "uses op 'pca', which the runtime" in lines[1]
+    assert lines[2].startswith("  - input 'shoe_size' is not a feature of contract customers/v1")
+    assert lines[3] == (
+        "  - input 'plan' is read as numbers, but contract customers/v1 declares it string"
+    )
+    assert stored_versions(job_settings, "byo-refused") == []
+    assert not Path(job_settings.models_root, "byo-refused").exists()
+
+
+def test_a_nullable_column_without_an_imputer_and_a_wrong_class_count_are_refused(
+    job_settings: Settings, tmp_path: Path
+) -> None:
+    table = customers(300, seed=6)
+    target = table.column("churned").to_numpy(zero_copy_only=False)
+    frame = table.select(["age", "discount_rate"]).to_pandas().fillna(0.0)
+    _, folder = user_pipeline(tmp_path, "nulls", frame, target)
+
+    with pytest.raises(RegistrationRefused) as refused:
+        add(job_settings, folder / "nulls.zip", "byo-nulls", classes=("stay", "go", "maybe"))
+
+    problems = str(refused.value).splitlines()[1:]
+    assert problems == [
+        "  - input 'discount_rate' may be null under contract customers/v1, but the bundle "
+        "reads it without an imputer (or a keep-invalid indexer) in front, so a null would "
+        "fail scoring",
+        "  - --classes names 3 classes, but the model has 2",
+    ]
+    assert stored_versions(job_settings, "byo-nulls") == []
+
+
+def test_a_bundle_precompute_made_is_not_registered_as_one_from_elsewhere(
+    job_settings: Settings, tmp_path: Path
+) -> None:
+    table = customers(300, seed=7)
+    target = table.column("churned").to_numpy(zero_copy_only=False)
+    _, folder = user_pipeline(tmp_path, "user", table.select(NUMBERS).to_pandas(), target)
+    first = add(job_settings, folder / "user.zip", "byo-twice")
+
+    with pytest.raises(RegistrationRefused, match=r"it already holds precompute\.json"):
+        add(job_settings, Path(first.bundle_uri), "byo-twice")
+    assert stored_versions(job_settings, "byo-twice") == [(1,)]
+
+
+def test_precompute_model_register_on_the_command_line(
+    job_settings: Settings, tmp_path: Path
+) -> None:
+    table = customers(300, seed=8)
+    target = table.column("churned").to_numpy(zero_copy_only=False)
+    _, folder = user_pipeline(tmp_path, "user", table.select(NUMBERS).to_pandas(), target)
+    env = os.environ | {
+        "DATABASE_URL": job_settings.database_url.get_secret_value(),  # type: ignore[union-attr]
+        "PRECOMPUTE_MODELS_ROOT": job_settings.models_root,
+    }
+    done = run_cli(
+        "model", "register", "byo-cli", str(folder / "user.zip"), "--contract", "customers@1",
+        env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(
+        "registered byo-cli v1 [challenger] (logistic_regression, classification) against "
+        "contract customers/v1: bundle "
+    )
+    wrong = run_cli(
+        "model", "register", "byo-cli", str(folder / "user.zip"), "--contract", "customers@9",
+        env=env,
+    )  # fmt: skip
+    assert wrong.returncode == 1
+    assert "contract 'customers' has no version 9" in wrong.stderr
+
+
+def churn_data(rows: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """The never-null numeric features under their contract names, and the churn label."""
+    table = customers(rows, seed=seed)
+    target = table.column("churned").to_numpy(zero_copy_only=False).astype(int)
+    return table.select(NUMBERS).to_pandas(), target
+
+
+def test_an_xgboost_model_file_scores_as_xgboost_predicts_with_missing_values(
+    job_settings: Settings, tmp_path: Path
+) -> None:
+    import xgboost
+
+    # support_calls and discount_rate may be null: a booster takes them as NaN, its own way.
+    columns = [*NUMBERS, "support_calls", "discount_rate"]
+    table = customers(800, seed=9)
+    frame = table.select(columns).to_pandas()
+    target = table.column("churned").to_numpy(zero_copy_only=False).astype(int)
+    model = xgboost.XGBClassifier(n_estimators=30, max_depth=4, n_jobs=1).fit(frame, target)
+    model.get_booster().save_model(tmp_path / "model.json")  # names its features
+
+    version = add(job_settings, tmp_path / "model.json", "byo-xgboost")
+
+    assert (version.model_kind, version.task) == ("xgboost.classifier", "classification")
+    bundle = read_bundle(bundle_store.load_bytes(version))
+    assert bundle.metadata["registered_from"]["format"] == "xgboost"
+    fresh = customers(300, seed=10, label=False)
+    assert fresh.column("discount_rate").null_count > 0
+    scored = compile_bundle(bundle, "cpu").score(fresh)
+    expected = model.predict_proba(fresh.select(columns).to_pandas())[:, 1]
+    assert np.max(np.abs(scored.column("score").to_numpy() - expected)) <= 1e-6
+
+
+def test_a_lightgbm_model_file_scores_as_lightgbm_predicts(
+    job_settings: Settings, tmp_path: Path
+) -> None:
+    import lightgbm
+
+    frame, target = churn_data(800, seed=11)
+    model = lightgbm.LGBMClassifier(n_estimators=30, num_leaves=15, n_jobs=1, verbose=-1)
+    model.fit(frame, target)
+    model.booster_.save_model(tmp_path / "model.txt")
+
+    version = add(job_settings, tmp_path / "model.txt", "byo-lightgbm", classes=("stays", "goes"))
+
+    bundle = read_bundle(bundle_store.load_bytes(version))
+    assert version.model_kind == "lightgbm.classifier"
+    assert bundle.metadata["classes"] == ["stays", "goes"]
+    fresh = customers(300, seed=12, label=False)
+    scored = compile_bundle(bundle, "cpu").score(fresh)
+    expected = np.asarray(model.predict_proba(fresh.select(NUMBERS).to_pandas()))[:, 1]
+    assert np.max(np.abs(scored.column("score").to_numpy() - expected)) <= 1e-6
+    assert set(scored.column("label").to_pylist()) <= {"stays", "goes"}
+
+
+def test_a_multiclass_booster_against_a_boolean_label_is_refused(
+    job_settings: Settings, tmp_path: Path
+) -> None:
+    import lightgbm
+
+    frame, _ = churn_data(300, seed=14)
+    tier = np.digitize(frame["tenure_months"], [80, 160])  # three classes
+    model = lightgbm.LGBMClassifier(n_estimators=3, n_jobs=1, verbose=-1).fit(frame, tier)
+    model.booster_.save_model(tmp_path / "model.txt")
+
+    with pytest.raises(RegistrationRefused) as refused:
+        add(job_settings, tmp_path / "model.txt", "byo-tiers")
+    assert str(refused.value).splitlines()[1:] == [
+        "  - the model (lightgbm.classifier) has 3 classes, but contract customers/v1's label "
+        "'churned' is boolean"
+    ]
+
+
+def test_a_booster_whose_features_do_not_match_the_contract_is_refused(
+    job_settings: Settings, tmp_path: Path
+) -> None:
+    import xgboost
+
+    frame, target = churn_data(200, seed=13)
+    named = frame.rename(columns={"monthly_spend": "spend"}).assign(plan=1.0)
+    xgboost.XGBClassifier(n_estimators=3).fit(named, target).save_model(tmp_path / "named.ubj")
+    xgboost.XGBClassifier(n_estimators=3).fit(frame.to_numpy(), target).save_model(
+        tmp_path / "unnamed.json"
+    )
+
+    with pytest.raises(RegistrationRefused) as named_refusal:
+        add(job_settings, tmp_path / "named.ubj", "byo-named")
+    assert str(named_refusal.value).splitlines()[1:] == [
+        "  - feature 'spend' is not a feature of contract customers/v1 (its features: age, "
+        "tenure_months, monthly_spend, support_calls, discount_rate, plan, region, autopay)",
+        "  - feature 'plan' is string in contract customers/v1; a booster reads numbers",
+    ]
+    with pytest.raises(RegistrationRefused, match="features have no names, and contract"):
+        add(job_settings, tmp_path / "unnamed.json", "byo-unnamed")
+    assert stored_versions(job_settings, "byo-named") == []
+
+
+def test_the_register_model_dag_registers_and_fails_a_refused_run(
+    admin_url: str, settings: Settings, tmp_path: Path
+) -> None:
+    table = customers(300, seed=15)
+    target = table.column("churned").to_numpy(zero_copy_only=False)
+    _, folder = user_pipeline(tmp_path, "user", table.select(NUMBERS).to_pandas(), target)
+    with airflow_env(admin_url, settings, tmp_path / "platform") as env:
+        conf = {"model": "byo-dag", "bundle_path": str(folder / "user"), "contract": "customers@1"}
+        done = run_dag("register_model", conf | {"alias": "champion"})
+        assert states(done) == {"register": "success"}
+        version = Registry(Database.from_settings(env.settings)).resolve("byo-dag")
+        assert (version.version, version.aliases) == (1, ("champion",))
+        refused = run_dag("register_model", conf | {"classes": "a,b,c"})
+        assert states(refused) == {"register": "failed"}
+        assert len(Registry(Database.from_settings(env.settings)).versions("byo-dag")) == 1
+
+
+def test_a_users_multiclass_tree_takes_its_class_names_from_the_contract_label(
+    job_settings: Settings, tmp_path: Path
+) -> None:
+    for module in ("pipeline", "tree.tree"):
+        importlib.import_module(f"mleap.sklearn.{module}")  # attaches mleap's serializers
+    from mleap.sklearn.preprocessing.data import FeatureExtractor
+    from sklearn.pipeline import Pipeline
+    from sklearn.tree import DecisionTreeClassifier
+
+    contracts = tmp_path / "contracts" / "tiers"
+    contracts.mkdir(parents=True)
+    text = Path("contracts/customers/v1.toml").read_text().replace('"customers"', '"tiers"', 1)
+    label = 'name = "tier"\ntype = "string"\nnullable = false\nallowed = ["low", "mid", "high"]\n'
+    (contracts / "v1.toml").write_text(text[: text.index("[label]")] + "[label]\n" + label)
+    settings = job_settings.model_copy(update={"contracts_dir": contracts.parent})
+    table = customers(600, seed=16)
+    frame = table.select(NUMBERS).to_pandas()
+    tier = np.digitize(frame["tenure_months"] + frame["age"], [100, 200])  # 0 low, 1 mid, 2 high
+    extract = FeatureExtractor(input_scalars=NUMBERS, output_vector="raw")
+    tree = DecisionTreeClassifier(max_depth=5, random_state=0)
+    tree.mlinit(input_features="raw", prediction_column="tier_prediction", feature_names=NUMBERS)
+    pipeline = Pipeline([(extract.name, extract), (tree.name, tree)])
+    pipeline.mlinit()
+    pipeline.fit(frame, tier)
+    pipeline.serialize_to_bundle(str(tmp_path), "tiers", init=True)
+
+    request = ExternalModel(name="byo-tiers-tree", source=tmp_path / "tiers.zip", dataset="tiers")
+    version = register_external(Database.from_settings(settings), settings, request)
+
+    bundle = read_bundle(bundle_store.load_bytes(version))
+    assert bundle.metadata["classes"] == ["low", "mid", "high"]  # allowed, as many as classes
+    fresh = customers(200, seed=17, label=False)
+    scored = compile_bundle(bundle, "cpu").score(fresh)
+    got = np.asarray(scored.column("probabilities").items).reshape(-1, 3)
+    expected = pipeline.predict_proba(fresh.select(NUMBERS).to_pandas())
+    assert np.max(np.abs(got - expected)) <= 1e-6
+    names = np.array(["low", "mid", "high"])
+    assert scored.column("label").to_pylist() == names[expected.argmax(axis=1)].tolist()
