@@ -310,3 +310,90 @@ def test_the_check_fails_runs_over_the_limits_or_whose_counts_do_not_add_up(env:
         )
         assert state == "failed" and error.startswith("check: ") and reason in error
     assert "PSI 0.0100" in check_run(env.settings, "fine", 0.05, 0.25)
+
+
+def test_models_made_elsewhere_are_scored_by_score_batch_served_and_looked_up(
+    env: Env, settings: Settings, tmp_path: Path
+) -> None:
+    """A user's scikit-learn pipeline written by the `mleap` package, an XGBoost booster and a
+    three-class LightGBM booster, each registered with `precompute model register`, scored by
+    `score_batch` on a landed batch, and looked up over HTTP as their own libraries predict."""
+    import lightgbm
+    import numpy as np
+    import xgboost
+    from bundle_fixtures import user_pipeline
+
+    train = customers(1500, seed=21)
+    numbers = ["age", "tenure_months", "monthly_spend"]
+    frame = train.select(numbers).to_pandas()
+    churned = train.column("churned").to_numpy(zero_copy_only=False).astype(int)
+    with_nulls = [*numbers, "support_calls", "discount_rate"]  # a booster takes NaN its own way
+    pipeline, folder = user_pipeline(tmp_path / "sklearn", "user-churn", frame, churned)
+    boosted = xgboost.XGBClassifier(n_estimators=20, max_depth=3, n_jobs=1)
+    boosted.fit(train.select(with_nulls).to_pandas(), churned)
+    boosted.get_booster().save_model(tmp_path / "churn.json")
+    tiers = np.digitize(frame["tenure_months"], [80, 160])  # three classes
+    tiered = lightgbm.LGBMClassifier(n_estimators=20, num_leaves=7, n_jobs=1, verbose=-1)
+    tiered.fit(frame, tiers)
+    tiered.booster_.save_model(tmp_path / "tiers.txt")
+    models = {
+        "byo-sklearn": [str(folder / "user-churn")],
+        "byo-xgboost": [str(tmp_path / "churn.json")],
+        "byo-tiers": [str(tmp_path / "tiers.txt"), "--classes", "short,mid,long"],
+    }
+    for name, source in models.items():
+        registered = run_cli(
+            "model", "register", name, *source, "--contract", "customers", "--alias", "champion",
+            env=dict(os.environ),
+        )  # fmt: skip
+        assert registered.returncode == 0, registered.stderr
+
+    batch = Path(env.settings.landing_root) / "b-byo"
+    batch.mkdir(parents=True)
+    rows = customers(300, seed=22, first_id=50_000, label=False)
+    pq.write_table(rows, batch / "part-0.parquet")
+    for name in models:
+        run = run_dag("score_batch", {"input_path": str(batch), "model": name})
+        assert states(run) == {"plan": "success", "stages": "success", "check": "success"}, name
+
+    expected = {
+        "byo-sklearn": pipeline.predict_proba(rows.select(numbers).to_pandas())[:, 1],
+        "byo-xgboost": boosted.predict_proba(rows.select(with_nulls).to_pandas())[:, 1],
+        "byo-tiers": tiered.predict_proba(rows.select(numbers).to_pandas()),
+    }
+    ids = rows.column("customer_id").to_pylist()
+    api_env = os.environ | {"PRECOMPUTE_API_KEY_CACHE_SECONDS": "0"}
+    key = created_key(run_cli("api-key", "create", f"byo-{uuid.uuid4().hex[:6]}", env=api_env))
+    with serve_api(api_env, tmp_path / "api.log") as base:
+        answers = {
+            name: httpx.post(
+                f"{base}/v1/predictions:batchGet",
+                params={"model": name},
+                json={"ids": ids},
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=30,
+            )
+            for name in models
+        }
+    for name, answer in answers.items():
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["missing"] == [], name
+        served = {p["entity_id"]: p for p in answer.json()["predictions"]}
+        got = [served[i] for i in ids]
+        if name == "byo-tiers":
+            probabilities = np.array([[p["probabilities"][c] for c in ("short", "mid", "long")]
+                                      for p in got])  # fmt: skip
+            assert np.max(np.abs(probabilities - expected[name])) <= 1e-6
+            assert [p["label"] for p in got] == [
+                ("short", "mid", "long")[k] for k in np.argmax(expected[name], axis=1)
+            ]
+            assert np.allclose([p["score"] for p in got], expected[name].max(axis=1), atol=1e-6)
+        else:
+            assert np.max(np.abs(np.array([p["score"] for p in got]) - expected[name])) <= 1e-6
+            assert all(p["probabilities"] is None for p in got), name
+    reader = database.with_role(env.admin_url, "reader", settings)
+    assert fetch_all(
+        reader,
+        "SELECT class, count(*) FROM analytics.current_class_probabilities "
+        "WHERE model = 'byo-tiers' GROUP BY class ORDER BY class",
+    ) == [("long", 300), ("mid", 300), ("short", 300)]
