@@ -313,3 +313,27 @@ def test_a_multiclass_model_keeps_every_class_probability(
     best = [max(row, key=lambda kv: kv[1]) for row in probabilities]
     assert out.column("label").to_pylist() == [k for k, _ in best]
     assert out.column("score").to_pylist() == [p for _, p in best]
+
+
+def test_multiclass_bundles_training_writes_agree_with_mleaps_own_runtime(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from conftest import export_model
+
+    from jobs.bundle import mleap_check
+    from jobs.external_models import with_metadata
+
+    table = customers(600, seed=66)
+    tier = np.digitize(table.column("tenure_months").to_numpy(), [80, 160])
+    checks = []
+    for kind, params in (("logistic_regression", None), ("random_forest", {"n_estimators": 5})):
+        _, path = export_model(tmp_path, kind, table, tier, params=params)
+        metadata = read_bundle(path).metadata | {"classes": ["low", "mid", "high"]}
+        path.write_bytes(with_metadata(path.read_bytes(), metadata))
+        rows = customers(200, seed=67, label=False)
+        checks.append((path, mleap_check.with_edge_rows(rows, read_bundle(path))))
+
+    # One JVM for both. With scikit-learn's scores equal to ours (the multiclass training test),
+    # this shows MLeap reads the column-major coefficient matrix as scikit-learn's coef_.
+    for parity in mleap_check.compare(checks, settings):
+        assert parity.agrees, parity.summary()
