@@ -489,3 +489,41 @@ def test_one_hot_encoder_with_more_sizes_than_ports_is_refused_naming_the_node(
     path = write_bundle(tmp_path / "b.zip", "b", [encoder, *model_after("a_vec", 3, scalar=False)])
     with pytest.raises(BundleError, match=r"'ohe_sizes' \(one_hot_encoder\) has 2 column\(s\)"):
         compile_bundle(read_bundle(path), "cpu", entity_id="id")
+
+
+def test_unknown_category_is_refused_when_the_encoder_refuses_it_folded_or_not(
+    tmp_path: Path,
+) -> None:
+    """An indexer that keeps unknowns, then an encoder of size len(labels) that refuses them:
+    MLeap fails such a row ("Unseen value"), and so do both the folded and the stepwise plan."""
+    nodes = [
+        SparkNode(
+            "strIdx_keep",
+            "string_indexer",
+            {"labels": strings(["a", "b"]), "handle_invalid": string("keep")},
+            [("region", "input")],
+            [("region_i", "output")],
+        ),
+        SparkNode(
+            "ohe_error",
+            "one_hot_encoder",
+            {"size": long(2), "drop_last": {}, "handle_invalid": string("error")},
+            [("region_i", "input")],
+            [("region_vec", "output")],
+        ),
+        assemble(["region_vec"]),
+        SparkNode(
+            "logreg",
+            "logistic_regression",
+            {"coefficients": tensor([0.5, -0.5]), "intercept": double(0.1), "num_classes": long(2)},
+            [("features", "features")],
+            [("probability", "probability")],
+        ),
+    ]
+    bundle = read_bundle(write_bundle(tmp_path / "b.zip", "b", nodes))
+    table = pa.table({"id": ["1", "2"], "region": ["a", "zzz"]})
+    for fold in (True, False):
+        plan = compile_bundle(bundle, "cpu", entity_id="id", fold=fold)
+        np.testing.assert_allclose(plan.values(table.slice(0, 1)), [1 / (1 + np.exp(-0.6))])
+        with pytest.raises(ScoringError, match="region"):
+            plan.values(table)
