@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, StandardScaler, normalize
@@ -163,11 +164,13 @@ def customers(rows: int, seed: int) -> pa.Table:
     plan = rng.choice(PLANS, rows, p=[0.5, 0.3, 0.2])
     region = rng.choice(REGIONS, rows)
     segment = rng.choice(SEGMENTS, rows, p=[0.6, 0.3, 0.1])
-    age = rng.normal(41, 12, rows).round(1)
+    # float32-exact numbers: a tree split compares float32(x) in scikit-learn and the double x
+    # in Spark, the same answer only for such values (the GBT fixtures rely on that).
+    age = _f32(rng.normal(41, 12, rows).round(1))
     visits = rng.poisson(6, rows).astype(np.float64)
-    income = rng.lognormal(10.5, 0.5, rows).round(2)
-    tenure = rng.gamma(2.0, 10.0, rows).round(1)
-    spend = rng.normal(0, 1, (rows, 2))
+    income = _f32(rng.lognormal(10.5, 0.5, rows).round(2))
+    tenure = _f32(rng.gamma(2.0, 10.0, rows).round(1))
+    spend = _f32(rng.normal(0, 1, (rows, 2)))
     z = 0.05 * (age - 40) + 0.3 * (visits - 6) + np.where(plan == "pro", 1.5, 0.0)
     tier = np.digitize(z + rng.normal(0, 0.7, rows), [-0.5, 0.8])
     churned = (0.03 * tenure - spend[:, 0] + rng.normal(0, 1, rows) < 0.2).astype(np.int64)
@@ -189,6 +192,10 @@ def customers(rows: int, seed: int) -> pa.Table:
             "churned": churned,
         }
     )
+
+
+def _f32(values: Any) -> Any:
+    return np.asarray(values, dtype=np.float32).astype(np.float64)
 
 
 def _column(table: pa.Table, name: str) -> np.ndarray:
@@ -517,6 +524,87 @@ def spark_regression(folder: Path, train: pa.Table) -> Fixture:
     ]
     path = write_bundle(folder / "spark_regression.zip", "spark_regression", nodes)
     return Fixture(path, lambda rows: model.predict(scaler.transform(features(rows))))
+
+
+GBT_COLUMNS = ["spend_a", "spend_b", "tenure", "income"]
+
+
+def spark_gbt(folder: Path, train: pa.Table, classifier: bool) -> Fixture:
+    """VectorAssembler -> GBTClassifier (binary) or GBTRegressor as Spark writes them: one
+    `tree<i>/` folder per tree (decision_tree_regression, tree.json in pre-order), tree_weights,
+    margin = sum of weight * tree, P(1) = 1 / (1 + exp(-2 * margin)) for the classifier.
+    Fitted with scikit-learn's gradient boosting, rewritten in Spark's form: its initial
+    prediction becomes a one-leaf first tree of weight 1, the learning rate the other weights,
+    and a classifier's leaf values are halved (Spark's log loss doubles the margin)."""
+    x = np.column_stack([_column(train, c) for c in GBT_COLUMNS])
+    estimator = GradientBoostingClassifier if classifier else GradientBoostingRegressor
+    target = _column(train, "churned" if classifier else "income") / (1 if classifier else 1000)
+    model = estimator(n_estimators=12, max_depth=3, learning_rate=0.2, random_state=0)
+    model.fit(x, target)
+    scale = 0.5 if classifier else 1.0
+    init = float(model._raw_predict_init(x[:1])[0, 0])
+    trees = [[{"type": "leaf", "values": [init * scale]}]]
+    trees += [_spark_tree(t.tree_, scale) for t in model.estimators_[:, 0]]
+    weights = [1.0] + [model.learning_rate] * (len(trees) - 1)
+    op = "gbt_classifier" if classifier else "gbt_regression"
+    attributes = {
+        "num_features": long(len(GBT_COLUMNS)),
+        "tree_weights": doubles(weights),
+        "trees": strings([f"tree{i}" for i in range(len(trees))]),
+    }
+    if classifier:
+        attributes["num_classes"] = long(2)
+    ports = _model_ports() if classifier else [("prediction", "prediction")]
+    nodes = [
+        SparkNode(
+            "vecAssembler_gbt_4d1a",
+            "vector_assembler",
+            {"input_shapes": {"type": "list", "data_shape": [shape(None)] * len(GBT_COLUMNS)}},
+            [(c, f"input{i}") for i, c in enumerate(GBT_COLUMNS)],
+            [("features", "output")],
+        ),
+        SparkNode(f"{op}_9b7e", op, attributes, [("features", "features")], ports),
+    ]
+    name = f"spark_{op}"
+    path = write_bundle(folder / f"{name}.zip", name, nodes)
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as archive:
+        for i, tree in enumerate(trees):
+            where = f"root/{op}_9b7e.node/tree{i}"
+            model_json = {
+                "op": "decision_tree_regression",
+                "attributes": {"num_features": long(len(GBT_COLUMNS))},
+            }
+            archive.writestr(f"{where}/model.json", json.dumps(model_json))
+            archive.writestr(f"{where}/tree.json", "\n".join(json.dumps(n) for n in tree) + "\n")
+
+    def expected(rows: pa.Table) -> Any:
+        features = np.column_stack([_column(rows, c) for c in GBT_COLUMNS])
+        if classifier:
+            return model.predict_proba(features)[:, 1]
+        return model.predict(features)
+
+    return Fixture(path, expected)
+
+
+def _spark_tree(tree: Any, scale: float) -> list[dict[str, Any]]:
+    """A scikit-learn tree's nodes in pre-order, as bundle-ml's TreeSerializer writes them."""
+    lines: list[dict[str, Any]] = []
+
+    def visit(node: int) -> None:
+        if tree.children_left[node] < 0:
+            lines.append({"type": "leaf", "values": [float(tree.value[node, 0, 0]) * scale]})
+            return
+        split = {
+            "type": "continuous",
+            "featureIndex": int(tree.feature[node]),
+            "threshold": float(tree.threshold[node]),
+        }
+        lines.append({"type": "internal", "split": split})
+        visit(int(tree.children_left[node]))
+        visit(int(tree.children_right[node]))
+
+    visit(0)
+    return lines
 
 
 def normalize_p(x: Any, p: float) -> Any:

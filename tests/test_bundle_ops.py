@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from bundle_fixtures import (
+    GBT_COLUMNS,
     Fixture,
     SparkNode,
     customers,
@@ -28,6 +29,7 @@ from bundle_fixtures import (
     long,
     sklearn_pipeline,
     spark_binary,
+    spark_gbt,
     spark_multiclass,
     spark_regression,
     string,
@@ -36,20 +38,24 @@ from bundle_fixtures import (
     write_bundle,
 )
 
-from jobs.bundle.backends import Backend
+from jobs.bundle.backends import Backend, gpu_available, gpu_backend
 from jobs.bundle.format import BundleError, read_bundle
-from jobs.bundle.mleap_check import TOLERANCE, UNSEEN, compare, with_edge_rows
-from jobs.bundle.program import polynomial_terms
+from jobs.bundle.mleap_check import TOLERANCE, UNSEEN, mleap_scores, with_edge_rows
+from jobs.bundle.program import MODEL_OPS, build_program, polynomial_terms
 from jobs.bundle.runtime import ScoringError, compile_bundle
 from jobs.bundle.trees import array_kernel
 from precompute.settings import Settings
 
+# The GBT fixtures are scored by our runtime once the `trees` branch adds their ops.
+GBT_READY = "gbt_classifier" in MODEL_OPS
+GBT_FIXTURES = ["spark_gbt_classifier", "spark_gbt_regression"]
 FIXTURES = [
     "spark_multiclass",
     "spark_binary",
     "spark_regression",
     "sklearn_binary",
     "sklearn_multiclass",
+    *(GBT_FIXTURES if GBT_READY else []),
 ]
 
 
@@ -61,6 +67,8 @@ def fixtures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Fixture]:
         "spark_multiclass": spark_multiclass(folder, train),
         "spark_binary": spark_binary(folder, train),
         "spark_regression": spark_regression(folder, train),
+        "spark_gbt_classifier": spark_gbt(folder, train, classifier=True),
+        "spark_gbt_regression": spark_gbt(folder, train, classifier=False),
         "sklearn_binary": sklearn_pipeline(folder, train, classes=2),
         "sklearn_multiclass": sklearn_pipeline(folder, train, classes=3),
     }
@@ -77,17 +85,64 @@ def values(path: Path, rows: pa.Table, backend: Backend | None = None) -> Any:
     ).values(rows)
 
 
-def test_every_fixture_scores_the_same_in_mleaps_jvm_runtime(
+@pytest.fixture(scope="module")
+def mleaps(
     fixtures: dict[str, Fixture], rows: pa.Table, settings: Settings
+) -> dict[str, tuple[pa.Table, Any]]:
+    """Each fixture's rows (with the edge rows: missing values, unseen categories, where the
+    runtime reads the bundle) and MLeap's scores for them, from one JVM run for all."""
+    checks: dict[str, tuple[pa.Table, list[tuple[str, str]]]] = {}
+    for name, fixture in fixtures.items():
+        if name.startswith("spark_gbt") and not GBT_READY:
+            checks[name] = (rows, [(c, "numeric") for c in GBT_COLUMNS])
+            continue
+        bundle = read_bundle(fixture.path)
+        inputs = [(i.name, str(i.kind)) for i in build_program(bundle).inputs]
+        checks[name] = (with_edge_rows(rows, bundle), inputs)
+    paths = [(fixtures[name].path, table) for name, (table, _) in checks.items()]
+    theirs = mleap_scores(paths, settings, [columns for _, columns in checks.values()])
+    return {name: (checks[name][0], score) for name, score in zip(checks, theirs, strict=True)}
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_fixture_scores_the_same_in_mleaps_jvm_runtime(
+    fixtures: dict[str, Fixture], mleaps: dict[str, tuple[pa.Table, Any]], name: str
 ) -> None:
-    checks = [(f.path, with_edge_rows(rows, read_bundle(f.path))) for f in fixtures.values()]
-    multiclass = checks[0][1]
-    assert multiclass.column("age").to_pylist()[-2] is None  # the all-missing edge row
-    assert multiclass.column("plan").to_pylist()[-1] == UNSEEN
-    results = compare(checks, settings)  # one JVM for all
-    for name, parity in zip(fixtures, results, strict=True):
-        assert parity.rows == rows.num_rows + 2, name
-        assert parity.max_difference <= TOLERANCE, f"{name}: {parity.summary()}"
+    table, theirs = mleaps[name]
+    assert table.num_rows == 402  # 400 rows and the two edge rows
+    np.testing.assert_allclose(values(fixtures[name].path, table), theirs, rtol=0, atol=TOLERANCE)
+
+
+def test_edge_rows_hold_missing_values_and_unseen_categories(
+    mleaps: dict[str, tuple[pa.Table, Any]],
+) -> None:
+    table, _ = mleaps["spark_multiclass"]
+    assert table.column("age").to_pylist()[-2] is None
+    assert table.column("visits").to_pylist()[-2] is None
+    assert table.column("plan").to_pylist()[-1] == UNSEEN
+
+
+@pytest.mark.parametrize("name", GBT_FIXTURES)
+def test_spark_gbt_fixture_scores_in_mleaps_jvm_as_scikit_learn(
+    fixtures: dict[str, Fixture], mleaps: dict[str, tuple[pa.Table, Any]], rows: pa.Table, name: str
+) -> None:
+    """The fixture itself is right: MLeap's runtime gives scikit-learn's answer (relative for
+    the regressor, whose predictions are near 40 and sum 13 trees)."""
+    _, theirs = mleaps[name]
+    expected = fixtures[name].expected(rows)
+    np.testing.assert_allclose(theirs[: rows.num_rows], expected, rtol=1e-13, atol=TOLERANCE)
+
+
+@pytest.mark.skipif(not GBT_READY, reason="GBT ops not in jobs.bundle.program.MODEL_OPS yet")
+@pytest.mark.parametrize("name", GBT_FIXTURES)
+def test_spark_gbt_fixture_scores_as_scikit_learn_in_our_runtime(
+    fixtures: dict[str, Fixture], rows: pa.Table, name: str
+) -> None:
+    """Runs once the `trees` branch's gbt_classifier/gbt_regression ops are merged; the JVM
+    parity above covers these fixtures then too."""
+    np.testing.assert_allclose(
+        values(fixtures[name].path, rows), fixtures[name].expected(rows), rtol=1e-13, atol=TOLERANCE
+    )
 
 
 def test_spark_multiclass_pipeline_gives_scikit_learns_class_probabilities(
@@ -154,6 +209,19 @@ def test_gpu_code_path_with_numpy_standing_in_gives_the_same_values(
     path = fixtures[name].path
     stand_in = Backend("array", np, lambda f: array_kernel(f, np, 997))
     np.testing.assert_array_equal(values(path, rows, stand_in), values(path, rows))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", FIXTURES)
+def test_gpu_backend_gives_the_cpu_values(
+    fixtures: dict[str, Fixture], rows: pa.Table, name: str
+) -> None:
+    if not gpu_available():
+        pytest.skip("no CUDA device visible to CuPy on this machine")
+    path = fixtures[name].path
+    np.testing.assert_allclose(
+        values(path, rows, gpu_backend()), values(path, rows), rtol=1e-12, atol=TOLERANCE
+    )
 
 
 # -- one op at a time ---------------------------------------------------------------------
@@ -421,3 +489,41 @@ def test_one_hot_encoder_with_more_sizes_than_ports_is_refused_naming_the_node(
     path = write_bundle(tmp_path / "b.zip", "b", [encoder, *model_after("a_vec", 3, scalar=False)])
     with pytest.raises(BundleError, match=r"'ohe_sizes' \(one_hot_encoder\) has 2 column\(s\)"):
         compile_bundle(read_bundle(path), "cpu", entity_id="id")
+
+
+def test_unknown_category_is_refused_when_the_encoder_refuses_it_folded_or_not(
+    tmp_path: Path,
+) -> None:
+    """An indexer that keeps unknowns, then an encoder of size len(labels) that refuses them:
+    MLeap fails such a row ("Unseen value"), and so do both the folded and the stepwise plan."""
+    nodes = [
+        SparkNode(
+            "strIdx_keep",
+            "string_indexer",
+            {"labels": strings(["a", "b"]), "handle_invalid": string("keep")},
+            [("region", "input")],
+            [("region_i", "output")],
+        ),
+        SparkNode(
+            "ohe_error",
+            "one_hot_encoder",
+            {"size": long(2), "drop_last": {}, "handle_invalid": string("error")},
+            [("region_i", "input")],
+            [("region_vec", "output")],
+        ),
+        assemble(["region_vec"]),
+        SparkNode(
+            "logreg",
+            "logistic_regression",
+            {"coefficients": tensor([0.5, -0.5]), "intercept": double(0.1), "num_classes": long(2)},
+            [("features", "features")],
+            [("probability", "probability")],
+        ),
+    ]
+    bundle = read_bundle(write_bundle(tmp_path / "b.zip", "b", nodes))
+    table = pa.table({"id": ["1", "2"], "region": ["a", "zzz"]})
+    for fold in (True, False):
+        plan = compile_bundle(bundle, "cpu", entity_id="id", fold=fold)
+        np.testing.assert_allclose(plan.values(table.slice(0, 1)), [1 / (1 + np.exp(-0.6))])
+        with pytest.raises(ScoringError, match="region"):
+            plan.values(table)

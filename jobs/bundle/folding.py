@@ -48,9 +48,10 @@ def fold_linear(steps: list[Step], kinds: dict[str, tuple[Kind, int]]) -> Linear
                 return None
             weights = np.zeros(len(index.labels) + 1)
             weights[:width] = w  # codes past the width (the dropped slots) add nothing
-            categorical.append(
-                CategoryTerm(index.source, index.labels, weights, index.keep_invalid)
-            )
+            # An unknown value is scored only when both keep it: an encoder that refuses
+            # invalid indices fails on the indexer's extra index, as in MLeap.
+            keep = index.keep_invalid and source.keep_invalid
+            categorical.append(CategoryTerm(index.source, index.labels, weights, keep))
             continue
         mean = std = None
         if isinstance(source, Scale):

@@ -72,16 +72,26 @@ def compare(bundles: Sequence[tuple[Path, pa.Table]], settings: Settings) -> lis
     return results
 
 
-def mleap_scores(bundles: Sequence[tuple[Path, pa.Table]], settings: Settings) -> list[np.ndarray]:
-    """MLeap's scores for each (bundle file, rows) pair, from one run of MleapScore.java."""
+def mleap_scores(
+    bundles: Sequence[tuple[Path, pa.Table]],
+    settings: Settings,
+    inputs: Sequence[Sequence[tuple[str, str]]] | None = None,
+) -> list[np.ndarray]:
+    """MLeap's scores for each (bundle file, rows) pair, from one run of MleapScore.java.
+    `inputs` names each bundle's (column, "numeric" or "string") inputs; by default they are
+    read from the bundle as our runtime checks it (pass them for an op it does not run yet)."""
     classpath = ":".join(str(p) for p in jar_set("mleap", settings).files())
     program = project_root() / "jvm" / "mleap" / "MleapScore.java"
     with tempfile.TemporaryDirectory(prefix="mleap-check-") as scratch:
         args: list[str] = []
         for index, (path, rows) in enumerate(bundles):
-            inputs = build_program(read_bundle(path)).inputs
+            columns: list[tuple[str, str]] = (
+                list(inputs[index])
+                if inputs is not None
+                else [(i.name, str(i.kind)) for i in build_program(read_bundle(path)).inputs]
+            )
             request = Path(scratch, f"in-{index}.json")
-            request.write_text(json.dumps(_frame(rows, [(i.name, i.kind) for i in inputs])))
+            request.write_text(json.dumps(_frame(rows, columns)))
             args += [str(Path(path).resolve()), str(request), str(Path(scratch, f"out-{index}"))]
         done = subprocess.run(
             ["java", "-cp", classpath, str(program), *args],

@@ -22,6 +22,8 @@
 //                {"port": "prediction", "name": "prediction", "type": "double"}],
 //    "ignored_ports": [],   (ports the node declares that MLeap's op does not produce)
 //    "rows": [{"probability": [0.8, 0.2], "prediction": 0.0}, ...]}   (keyed by column name)
+// A tensor is written whole (a multiclass model's probability has one value per class, in
+// class-index order), so the check compares every class's probability.
 //
 // Exit status: 0 scored; 2 bad arguments or input; 3 MLeap refused the bundle; 4 MLeap refused
 // a row (the message names the first such row). Errors are one line on stderr.
