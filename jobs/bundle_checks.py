@@ -43,7 +43,9 @@ def check_against_contract(
     problems += _input_problems(inputs, contract, nulls_known=program is not None)
     named = None
     if program is not None:
-        problems += _label_problems(program, contract)
+        # Named classes say the model predicts its own target, not necessarily the contract's
+        # label (a tier model on the churn contract's inputs): the label then is no guide.
+        problems += _label_problems(program, contract) if classes is None else []
         if program.task == "classification":
             named, problem = class_names(program.num_classes, contract.label, classes)
             problems += [problem] if problem else []
@@ -157,7 +159,8 @@ def _label_problems(program: Program, contract: Contract) -> list[str]:
         if label.type == "boolean" and program.num_classes != 2:
             return [
                 f"the model ({program.model_op}) has {program.num_classes} classes, but "
-                f"contract {contract.ref}'s label {label.name!r} is boolean"
+                f"contract {contract.ref}'s label {label.name!r} is boolean (a model of another "
+                "target: name its classes with --classes)"
             ]
         if label.allowed and program.num_classes > len(label.allowed):
             return [

@@ -662,3 +662,36 @@ def sklearn_pipeline(folder: Path, train: pa.Table, classes: int) -> Fixture:
         return proba if classes > 2 else proba[:, 1]
 
     return Fixture(path, expected)
+
+
+def user_pipeline(
+    folder: Path, name: str, frame: pd.DataFrame, target: np.ndarray, middle: Any = None
+) -> tuple[Any, Path]:
+    """A scikit-learn pipeline as a user writes one for MLeap: mleap's FeatureExtractor over
+    `frame`'s columns, a standard scaler (or `middle`), logistic regression; fitted and
+    serialised with mleap's own serializers. Returns (pipeline, folder with `name`.zip and
+    the bundle folder `name`)."""
+    # Importing mleap's modules attaches its serializers to scikit-learn's classes.
+    for module in ("pipeline", "logistic", "decomposition.pca"):
+        importlib.import_module(f"mleap.sklearn.{module}")
+    from mleap.sklearn.preprocessing.data import FeatureExtractor
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    columns = list(frame.columns)
+    extract = FeatureExtractor(
+        input_scalars=columns, output_vector="raw", output_vector_items=columns
+    )
+    if middle is None:
+        middle = StandardScaler()
+        middle.mlinit(prior_tf=extract, output_features="prepared")
+    else:
+        middle.mlinit(input_features="raw", prediction_column="prepared")
+    model = LogisticRegression()
+    model.mlinit(input_features="prepared", prediction_column="churn_prediction")
+    pipeline = Pipeline([(extract.name, extract), (middle.name, middle), (model.name, model)])
+    pipeline.mlinit()
+    pipeline.fit(frame, target)
+    pipeline.serialize_to_bundle(str(folder), name, init=True)
+    return pipeline, folder

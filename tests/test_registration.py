@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from bundle_fixtures import user_pipeline
 from conftest import airflow_env, fetch_all, run_cli, run_dag, states
 
 from jobs import bundle_store
@@ -25,39 +26,6 @@ from precompute.database import Database
 from precompute.settings import Settings
 
 NUMBERS = ["age", "tenure_months", "monthly_spend"]  # the contract's never-null numeric features
-
-
-def user_pipeline(
-    folder: Path, name: str, frame: pd.DataFrame, target: np.ndarray, middle: Any = None
-) -> tuple[Any, Path]:
-    """A scikit-learn pipeline as a user writes one for MLeap: mleap's FeatureExtractor over
-    `frame`'s columns, a standard scaler (or `middle`), logistic regression; fitted and
-    serialised with mleap's own serializers. Returns (pipeline, folder with `name`.zip and
-    the bundle folder `name`)."""
-    # Importing mleap's modules attaches its serializers to scikit-learn's classes.
-    for module in ("pipeline", "logistic", "decomposition.pca"):
-        importlib.import_module(f"mleap.sklearn.{module}")
-    from mleap.sklearn.preprocessing.data import FeatureExtractor
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    columns = list(frame.columns)
-    extract = FeatureExtractor(
-        input_scalars=columns, output_vector="raw", output_vector_items=columns
-    )
-    if middle is None:
-        middle = StandardScaler()
-        middle.mlinit(prior_tf=extract, output_features="prepared")
-    else:
-        middle.mlinit(input_features="raw", prediction_column="prepared")
-    model = LogisticRegression()
-    model.mlinit(input_features="prepared", prediction_column="churn_prediction")
-    pipeline = Pipeline([(extract.name, extract), (middle.name, middle), (model.name, model)])
-    pipeline.mlinit()
-    pipeline.fit(frame, target)
-    pipeline.serialize_to_bundle(str(folder), name, init=True)
-    return pipeline, folder
 
 
 def add(settings: Settings, source: Path, name: str, **kwargs: Any) -> ModelVersion:
@@ -269,7 +237,7 @@ def test_a_multiclass_booster_against_a_boolean_label_is_refused(
         add(job_settings, tmp_path / "model.txt", "byo-tiers")
     assert str(refused.value).splitlines()[1:] == [
         "  - the model (lightgbm.classifier) has 3 classes, but contract customers/v1's label "
-        "'churned' is boolean"
+        "'churned' is boolean (a model of another target: name its classes with --classes)"
     ]
 
 

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 
 from jobs.bundle.format import METADATA_FILE, MODEL_FILES, BundleError
+from jobs.bundle.mleap_nodes import GenericNode, input_shapes
 from jobs.bundle.treelite_forest import forest_from_treelite
 from jobs.bundle.trees import Forest
 
@@ -200,21 +201,19 @@ def write_booster_bundle(
     from mleap.sklearn.pipeline import Pipeline as _Patched  # noqa: F401  (adds serialisation)
     from sklearn.pipeline import Pipeline
 
-    from jobs.bundle.export import _Node, _shapes
-
     booster = BoosterNode(kind, model, f"{kind}_1")
     if len(feature_columns) != booster.facts.num_features:
         raise BundleError(
             f"the {kind} model has {booster.facts.num_features} features but "
             f"{len(feature_columns)} columns were named for it"
         )
-    assembler = _Node(
+    assembler = GenericNode(
         MLeapSerializer,
         "vector_assembler",
         "vector_assembler_0",
         feature_columns,
         FEATURES,
-        [("input_shapes", _shapes([1] * len(feature_columns)))],
+        [("input_shapes", input_shapes([1] * len(feature_columns)))],
     )
     bundle = Pipeline([(assembler.name, assembler), (booster.name, booster)])
     bundle.name = name

@@ -35,8 +35,6 @@ from jobs.bundle.format import METADATA_FILE, BundleError
 from jobs.bundle.mleap_nodes import GenericNode, input_shapes
 
 # Under their former names as well, which jobs.bundle.boosters imports from here.
-_Node = GenericNode
-_shapes = input_shapes
 FEATURES = "features"
 PREDICTION = "prediction"
 PROBABILITY = "probability"
