@@ -334,6 +334,7 @@ def test_models_made_elsewhere_are_scored_by_score_batch_served_and_looked_up(
     frame = train.select(numbers).to_pandas()
     churned = train.column("churned").to_numpy(zero_copy_only=False).astype(int)
     with_nulls = [*numbers, "support_calls", "discount_rate"]  # a booster takes NaN its own way
+    (tmp_path / "sklearn").mkdir()
     pipeline, folder = user_pipeline(tmp_path / "sklearn", "user-churn", frame, churned)
     boosted = xgboost.XGBClassifier(n_estimators=20, max_depth=3, n_jobs=1)
     boosted.fit(train.select(with_nulls).to_pandas(), churned)
