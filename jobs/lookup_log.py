@@ -163,14 +163,13 @@ def _merge(spark: SparkSession, settings: Settings, rows: list[dict[str, Any]]) 
     """Insert the records the table does not hold yet; how many were new."""
     from delta.tables import DeltaTable  # delta-spark loads pyspark: only when a job runs
 
-    uri = lake(spark, settings).table_uri(TABLE)
-    (
-        DeltaTable.createIfNotExists(spark)
-        .location(uri)
-        .addColumns(spark.createDataFrame([], SCHEMA).schema)
-        .partitionedBy("day")
-        .execute()
-    )
+    engine = lake(spark, settings)
+    uri = engine.table_uri(TABLE)
+    if not engine.exists(TABLE):
+        # Made by a write, not DeltaTable.create: that one goes through the catalog, which makes
+        # a spark-warehouse folder in the working directory.
+        empty = spark.createDataFrame([], SCHEMA)
+        empty.write.format("delta").partitionBy("day").mode("append").save(uri)
     source = spark.createDataFrame(_arrow(rows)).dropDuplicates(["request_id"])
     # The days as literals: Delta then reads only those partitions of the table.
     days = ", ".join(sorted({f"DATE'{r['day'].isoformat()}'" for r in rows}))
