@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import polars as pl
 import pytest
 from api_support import auth, seeded_database, served, server_pid
 from conftest import fetch_all, serve_api
@@ -146,6 +147,8 @@ def test_the_lookup_log_counts_the_requests_sent_across_a_restart_and_a_crash(
     assert log.select("request_id").distinct().count() == log.count() == total
     rows = log.groupBy("route", "model", "version", "hits", "misses").count().collect()
     assert totals([tuple(r) for r in rows]) == sent
+    # Readable without Spark too, as the README shows analysts.
+    assert pl.read_delta(f"{job.lake_uri}/{shipper.TABLE}").height == total
 
     # A shipper that stopped after its commit, before deleting: the same files shipped again.
     for path in kept.iterdir():
