@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 import pytest
 from api_support import auth, seeded_database, served, server_pid
-from conftest import fetch_all, serve_api
+from conftest import fetch_all, run_cli, serve_api
 from pydantic import SecretStr
 
 from jobs import lookup_log as shipper
@@ -245,3 +245,11 @@ def test_with_the_lookup_log_off_the_api_spools_nothing(database_url: str, tmp_p
     assert not spool.exists() or not list(spool.iterdir())
     lines = [json.loads(x) for x in api.log.read_text().splitlines() if x.startswith("{")]
     assert len([x for x in lines if x["route"] in (LOOKUP, BATCH)]) == 6  # stdout still has them
+
+
+def test_the_ship_command_says_when_there_is_nothing_to_ship(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    env = os.environ | {"PRECOMPUTE_LOOKUP_LOG_DIR": str(spool)}
+    result = run_cli("lookup-log", "ship", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"lookup log: nothing to ship in {spool}"
