@@ -1,5 +1,5 @@
-"""The batch stages as commands: ingest, train, score, publish, serving prune and maintenance,
-and a run's report.
+"""The batch stages as commands: ingest, train, score, publish, serving prune, maintenance and
+the lookup log's shipper, and a run's report.
 
 Each stage defines its own arguments and `run`, so the command, `spark-submit jobs/X.py` and
 the DAG tasks take the same ones.
@@ -11,7 +11,16 @@ import argparse
 import sys
 
 from cli.parsers import Commands
-from jobs import ingest, maintenance, publish, run_report, score, serving_prune, train
+from jobs import (
+    ingest,
+    lookup_log,
+    maintenance,
+    publish,
+    run_report,
+    score,
+    serving_prune,
+    train,
+)
 from precompute.database import Database
 from precompute.errors import PrecomputeError
 from precompute.settings import Settings
@@ -41,6 +50,14 @@ def add_to(commands: Commands) -> None:
     commands.add_parser(
         "maintenance", help="compact and vacuum the Delta tables; drop old run records"
     ).set_defaults(handler=maintenance.run)
+
+    log_command = commands.add_parser("lookup-log", help="the lookup API's request log")
+    log_actions = log_command.add_subparsers(required=True, metavar="ACTION")
+    log_actions.add_parser(
+        "ship",
+        help="move the closed spool files (PRECOMPUTE_LOOKUP_LOG_DIR) into the Delta table "
+        "lookup_log and their hours into analytics.lookup_traffic",
+    ).set_defaults(handler=lookup_log.run)
 
     run_command = commands.add_parser("run", help="a scoring run's records")
     run_actions = run_command.add_subparsers(required=True, metavar="ACTION")

@@ -9,6 +9,8 @@ Daily housekeeping, each task independent of the others:
   removed too, unless their model version is still served.
 - **serving**: drops the serving partitions of each model's versions beyond the newest
   `PRECOMPUTE_SERVING_VERSIONS_KEPT`, never a version an alias points at.
+
+The `lookup_log` DAG, in this file too, ships the lookup API's request log hourly.
 """
 
 from __future__ import annotations
@@ -46,3 +48,28 @@ with DAG(
 
     spark_job("maintenance", task_id="lake")
     serving()
+
+LOOKUP_LOG_DOC = """
+### Lookup log: the lookup API's requests into the lake and analytics.lookup_traffic
+
+Hourly, one task:
+
+- **ship** (`jobs/lookup_log.py`, spark-submit): the closed spool files the API wrote under
+  `PRECOMPUTE_LOOKUP_LOG_DIR` (a worker must see that folder) are merged into the Delta table
+  `lookup_log` on their request ids, the hours they touch are counted again into
+  `analytics.lookup_traffic`, and only then are the files deleted. A retry ships again without
+  doubling anything.
+"""
+
+with DAG(
+    dag_id="lookup_log",
+    description="Ship the lookup API's request log to Delta and analytics.lookup_traffic.",
+    doc_md=LOOKUP_LOG_DOC,
+    schedule="@hourly",
+    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": datetime.timedelta(minutes=5)},
+    tags=["precompute", "maintenance"],
+) as lookup_log_dag:
+    spark_job("lookup_log", task_id="ship")

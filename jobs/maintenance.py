@@ -4,9 +4,9 @@ Run with `precompute maintenance` or `spark-submit jobs/maintenance.py`; the mai
 it daily, with `precompute serving prune` for the serving tables.
 
 - **Delta**: every table the platform writes (the predictions history, each dataset's incoming
-  and training tables, the quarantine) is compacted (small files from many batches merged) and
-  vacuumed: files no version newer than `PRECOMPUTE_LAKE_RETENTION_HOURS` reads are deleted,
-  which also bounds how far back time travel reaches.
+  and training tables, the quarantine, the lookup log) is compacted (small files from many
+  batches merged) and vacuumed: files no version newer than `PRECOMPUTE_LAKE_RETENTION_HOURS`
+  reads are deleted, which also bounds how far back time travel reaches.
 - **Score requests** finished (done or failed) more than `PRECOMPUTE_SCORE_REQUESTS_KEPT_DAYS`
   ago are deleted, unless a callback is still due; their Idempotency-Keys are free again. First,
   so that the runs they pointed at can go too.
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from jobs import predictions
+from jobs import lookup_log, predictions
 from jobs.lake import lake
 from jobs.spark import spark_session
 from jobs.validation import QUARANTINE_TABLE, incoming_table
@@ -46,12 +46,14 @@ class Compacted:
 
 def lake_tables(settings: Settings) -> dict[str, tuple[str, ...]]:
     """The tables the platform writes, each with the column its readers filter on (the Z-order
-    of its compaction): predictions by run, quarantine and incoming by batch; per dataset with
+    of its compaction): predictions by run, quarantine and incoming by batch, the lookup log by
+    model (it is partitioned by day, and shipped hourly in small files); per dataset with
     a contract, its incoming and training tables."""
     datasets = sorted(p.name for p in settings.contracts_dir.iterdir() if p.is_dir())
     tables: dict[str, tuple[str, ...]] = {
         predictions.TABLE: ("run_id",),
         QUARANTINE_TABLE: ("batch_id",),
+        lookup_log.TABLE: ("model",),
     }
     for dataset in datasets:
         tables[incoming_table(dataset)] = ("batch_id",)

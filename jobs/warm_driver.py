@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 # The jobs a driver runs: the DAGs' Spark tasks. Nothing else is importable through it.
-JOBS = ("stages", "train", "maintenance")
+JOBS = ("stages", "train", "maintenance", "lookup_log")
 EXIT_PREFIX = "precompute-exit: "
 MAX_REQUEST_BYTES = 1 << 20
 

@@ -15,6 +15,7 @@ from lookup_api.core import observability
 from lookup_api.core.body_limit import BodyLimit
 from lookup_api.core.db import Database
 from lookup_api.core.key_cache import KeyCache
+from lookup_api.core.lookup_spool import Spool
 from precompute import callback_targets, database
 from precompute.contracts import load_contract
 from precompute.settings import Settings, get_settings
@@ -25,6 +26,17 @@ OTHER_BODY_BYTES = 1024
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+
+    # Made per worker process (the factory runs in each): a spool file has one writer.
+    spool = (
+        Spool(
+            settings.lookup_log_dir,
+            settings.lookup_log_flush_seconds,
+            settings.lookup_log_rotate_seconds,
+        )
+        if settings.lookup_log
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -41,12 +53,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.writer = Database(url, 2, settings.api_statement_timeout_ms)
         await app.state.db.open()
         await app.state.writer.open()
+        if spool is not None:
+            spool.start()
         # Everything loaded so far lives as long as the process. Left in the collector's
         # oldest generation, each full collection walks all of it (30 ms on the 2-core machine),
         # stalling whichever requests are in flight: the lookups' p99 tail.
         gc.collect()
         gc.freeze()
-        yield
+        try:
+            yield
+        finally:
+            if spool is not None:
+                spool.close()  # what is queued is written: a restart loses nothing
         await app.state.db.close()
         await app.state.writer.close()
 
@@ -72,7 +90,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     observability.configure_logging()
     # Outermost last: Observe sees (and logs) the 413s BodyLimit answers.
     app.add_middleware(BodyLimit, limits=body_limits, default=OTHER_BODY_BYTES)
-    app.add_middleware(observability.Observe, metrics=app.state.metrics)
+    app.add_middleware(
+        observability.Observe,
+        metrics=app.state.metrics,
+        spool=spool,
+        spooled_routes=predictions.LOOKUP_ROUTES,
+    )
     errors.install(app)
     docs.install(app, body_limits, OTHER_BODY_BYTES)
     for module in (health, predictions, models, runs, score_requests):

@@ -214,6 +214,30 @@ class Settings(BaseSettings):
         ge=1,
         description="Score requests one API key may have waiting to be scored.",
     )
+    lookup_log: bool = Field(
+        True,
+        description="Spool every lookup and batchGet's record for the lookup log (the Delta "
+        "table lookup_log and analytics.lookup_traffic); off: stdout only.",
+    )
+    lookup_log_dir: Path = Field(
+        default_factory=lambda data: data["var_dir"] / "lookup-log",
+        description="The lookup log's spool folder: the API writes files here, the shipper "
+        "(`precompute lookup-log ship`) moves them into the lake. On a local disk (the "
+        "files' locks say which writer is alive).",
+    )
+    lookup_log_flush_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="How often each API process writes its queued lookup records to its spool "
+        "file: an API process killed outright loses at most this long of records.",
+    )
+    lookup_log_rotate_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="How long an API process writes one spool file before it closes it; "
+        "the shipper takes only closed files.",
+    )
     callback_max_attempts: int = Field(
         5, ge=1, le=20, description="Deliveries tried per score request callback."
     )

@@ -55,6 +55,8 @@ def serve_api(env: dict[str, str], log: Path) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
+    # The lookup log's spool next to the server's log, unless the test chose: never var/'s.
+    env = {"PRECOMPUTE_LOOKUP_LOG_DIR": str(log.parent / "lookup-log")} | env
     with log.open("w") as out:
         server = subprocess.Popen(
             [sys.executable, "-m", "cli", "api", "--port", str(port)],

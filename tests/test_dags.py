@@ -58,6 +58,7 @@ def test_every_dag_imports_with_tags_retries_and_documented_params(env: Env) -> 
         "rescore",
         "maintenance",
         "register_model",
+        "lookup_log",
     }
     for dag in bag.dags.values():
         assert dag.tags and dag.doc_md and dag.max_active_runs == 1, dag.dag_id

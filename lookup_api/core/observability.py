@@ -1,4 +1,7 @@
-"""One JSON log line per request, and Prometheus metrics: requests, latency, hits and misses."""
+"""One JSON log line per request, and Prometheus metrics: requests, latency, hits and misses.
+
+Lookups' lines also go to the lookup log's spool (`lookup_api.core.lookup_spool`), with a
+request id, when the spool is on."""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lookup_api.core.lookup_spool import Spool
 
 LOG = logging.getLogger("lookup_api.access")
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -67,9 +72,17 @@ class Observe:
     per request, a large share of a lookup's time.
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        spool: Spool | None = None,
+        spooled_routes: frozenset[str] = frozenset(),
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.spool = spool
+        self.spooled_routes = spooled_routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -102,4 +115,10 @@ class Observe:
                 "latency_ms": round(seconds * 1000, 3),
                 **fields,
             }
-            LOG.info(json.dumps(line, separators=(",", ":")))
+            spool = self.spool if route in self.spooled_routes else None
+            if spool is not None:
+                line["request_id"] = spool.request_id()
+            text = json.dumps(line, separators=(",", ":"))
+            LOG.info(text)
+            if spool is not None:
+                spool.put(text)

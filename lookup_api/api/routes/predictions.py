@@ -24,6 +24,8 @@ from precompute.names import CHAMPION
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
 BATCH_GET_PATH = router.prefix + ":batchGet"
+# The routes whose requests the lookup log keeps (route templates, as the log names them).
+LOOKUP_ROUTES = frozenset({router.prefix + "/{entity_id}", BATCH_GET_PATH})
 NOT_FOUND = "Unknown model, alias or version (`unknown_model`, `unknown_version`)"
 NOT_SCORED = NOT_FOUND + ", or no prediction for the entity (`not_scored`)."
 
