@@ -9,6 +9,7 @@ float64 `x <= T` that agrees for every double x (XGBoost casts its input to floa
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,7 @@ def float32_below_as_double(t32: np.float32) -> float:
 
 def forest_from_treelite(model: Any, where: str) -> Forest:
     """A treelite model (from `treelite.frontend`) as a Forest; `where` names it in errors."""
-    dump = json.loads(model.dump_as_json())
+    dump = _dump(model, where)
     if dump["num_target"] != 1 or list(dump["leaf_vector_shape"]) != [1, 1]:
         raise BundleError(f"{where}: multi-target trees or vector leaves are not supported")
     post = POSTPROCESSORS.get(dump["postprocessor"])
@@ -62,6 +63,27 @@ def forest_from_treelite(model: Any, where: str) -> Forest:
         postprocess=post,
         sigmoid_alpha=float(dump["sigmoid_alpha"]),
     )
+
+
+def _dump(model: Any, where: str) -> Any:
+    """treelite's JSON dump; it writes an infinite or NaN double as C's `inf` / `nan`, which
+    JSON lacks, so those are read as Python's spellings."""
+    text = model.dump_as_json()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    fixed = re.sub(
+        r"([:\[,]\s*)(-?)(inf|nan)\b",
+        lambda m: m[1] + ("NaN" if m[3] == "nan" else f"{m[2]}Infinity"),
+        text,
+        flags=re.IGNORECASE,
+    )
+    try:
+        return json.loads(fixed)
+    except json.JSONDecodeError as exc:
+        near = fixed[max(0, exc.pos - 40) : exc.pos + 20]
+        raise BundleError(f"{where}: treelite's dump is not JSON near {near!r}: {exc}") from exc
 
 
 def _tree(tree: dict[str, Any], float32: bool, builder: ForestBuilder, where: str) -> int:
