@@ -34,9 +34,11 @@ def float32_below_as_double(t32: np.float32) -> float:
     return middle if np.float32(middle) == low else float(np.nextafter(middle, -np.inf))
 
 
-def forest_from_treelite(model: Any, where: str) -> Forest:
-    """A treelite model (from `treelite.frontend`) as a Forest; `where` names it in errors."""
-    dump = _dump(model, where)
+def forest_from_treelite(model: Any, where: str, blank_threshold: float | None = None) -> Forest:
+    """A treelite model (from `treelite.frontend`) as a Forest; `where` names it in errors.
+    treelite's dump leaves a non-finite threshold blank: `blank_threshold` is what the caller
+    knows it to be (LightGBM writes `inf` for a split that sends every number left)."""
+    dump = _dump(model, where, blank_threshold)
     if dump["num_target"] != 1 or list(dump["leaf_vector_shape"]) != [1, 1]:
         raise BundleError(f"{where}: multi-target trees or vector leaves are not supported")
     post = POSTPROCESSORS.get(dump["postprocessor"])
@@ -65,20 +67,18 @@ def forest_from_treelite(model: Any, where: str) -> Forest:
     )
 
 
-def _dump(model: Any, where: str) -> Any:
-    """treelite's JSON dump; it writes an infinite or NaN double as C's `inf` / `nan`, which
-    JSON lacks, so those are read as Python's spellings."""
+def _dump(model: Any, where: str, blank_threshold: float | None) -> Any:
+    """treelite's JSON dump, whose writer leaves a non-finite number blank."""
     text = model.dump_as_json()
     try:
         return json.loads(text)
     except json.JSONDecodeError:
         pass
-    fixed = re.sub(
-        r"([:\[,]\s*)(-?)(inf|nan)\b",
-        lambda m: m[1] + ("NaN" if m[3] == "nan" else f"{m[2]}Infinity"),
-        text,
-        flags=re.IGNORECASE,
-    )
+    if blank_threshold is None:
+        fixed = text
+    else:
+        spelled = json.dumps(blank_threshold)  # Infinity, -Infinity or NaN, as Python reads
+        fixed = re.sub(r'("threshold":\s*),', lambda m: f"{m[1]}{spelled},", text)
     try:
         return json.loads(fixed)
     except json.JSONDecodeError as exc:
