@@ -240,14 +240,28 @@ def forest_from_booster(kind: BoosterKind, model: bytes, where: str) -> Forest:
             trees.pop("cats", None)
             source = treelite.frontend.from_xgboost_json(json.dumps(loaded))
             base = _xgboost_logistic_base(loaded["learner"])
+            blank = None
         else:
             source = treelite.frontend.from_lightgbm(lightgbm_booster(model))
             base = None
+            blank = _lightgbm_infinite_threshold(model, where)
     except (treelite.TreeliteError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BundleError(f"{where}: treelite cannot read the {kind} model: {first}") from exc
-    forest = forest_from_treelite(source, where)
+    forest = forest_from_treelite(source, where, blank)
     return forest if base is None else replace(forest, base=base)
+
+
+def _lightgbm_infinite_threshold(model: bytes, where: str) -> float | None:
+    """+inf when the text model's only non-finite thresholds are `inf` (LightGBM writes that
+    for a split sending every number left); treelite's dump leaves those blank."""
+    odd = set()
+    for line in model.decode().splitlines():
+        if line.startswith("threshold="):
+            odd |= {v for v in line[len("threshold=") :].split() if not np.isfinite(float(v))}
+    if odd - {"inf"}:
+        raise BundleError(f"{where}: LightGBM thresholds {sorted(odd)} are not supported")
+    return np.inf if odd else None
 
 
 def _xgboost_logistic_base(learner: dict[str, Any]) -> np.ndarray | None:

@@ -9,6 +9,7 @@ float64 `x <= T` that agrees for every double x (XGBoost casts its input to floa
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -33,9 +34,11 @@ def float32_below_as_double(t32: np.float32) -> float:
     return middle if np.float32(middle) == low else float(np.nextafter(middle, -np.inf))
 
 
-def forest_from_treelite(model: Any, where: str) -> Forest:
-    """A treelite model (from `treelite.frontend`) as a Forest; `where` names it in errors."""
-    dump = json.loads(model.dump_as_json())
+def forest_from_treelite(model: Any, where: str, blank_threshold: float | None = None) -> Forest:
+    """A treelite model (from `treelite.frontend`) as a Forest; `where` names it in errors.
+    treelite's dump leaves a non-finite threshold blank: `blank_threshold` is what the caller
+    knows it to be (LightGBM writes `inf` for a split that sends every number left)."""
+    dump = _dump(model, where, blank_threshold)
     if dump["num_target"] != 1 or list(dump["leaf_vector_shape"]) != [1, 1]:
         raise BundleError(f"{where}: multi-target trees or vector leaves are not supported")
     post = POSTPROCESSORS.get(dump["postprocessor"])
@@ -62,6 +65,25 @@ def forest_from_treelite(model: Any, where: str) -> Forest:
         postprocess=post,
         sigmoid_alpha=float(dump["sigmoid_alpha"]),
     )
+
+
+def _dump(model: Any, where: str, blank_threshold: float | None) -> Any:
+    """treelite's JSON dump, whose writer leaves a non-finite number blank."""
+    text = model.dump_as_json()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    if blank_threshold is None:
+        fixed = text
+    else:
+        spelled = json.dumps(blank_threshold)  # Infinity, -Infinity or NaN, as Python reads
+        fixed = re.sub(r'("threshold":\s*),', lambda m: f"{m[1]}{spelled},", text)
+    try:
+        return json.loads(fixed)
+    except json.JSONDecodeError as exc:
+        near = fixed[max(0, exc.pos - 40) : exc.pos + 20]
+        raise BundleError(f"{where}: treelite's dump is not JSON near {near!r}: {exc}") from exc
 
 
 def _tree(tree: dict[str, Any], float32: bool, builder: ForestBuilder, where: str) -> int:

@@ -29,6 +29,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+# Whole-array passes hold a few arrays of rows x trees: this bounds their cells per pass.
+ARRAY_CELLS = 100_000_000
 Postprocess = Literal["identity", "sigmoid", "softmax", "exponential", "spark_logistic"]
 
 
@@ -114,29 +116,48 @@ class ForestBuilder:
 
     def add_leaf(self, values: list[float]) -> int:
         index = self.size
-        for key, item in zip(self.columns, (0, 0.0, index, index, index, -1), strict=True):
+        # An infinite threshold keeps every value but +inf and NaN on the leaf's own index.
+        for key, item in zip(self.columns, (0, np.inf, index, index, index, -1), strict=True):
             self.columns[key].append(item)
         self.values.append(values)
         return index
+
+    def _order(self) -> np.ndarray:
+        """Nodes tree by tree, breadth first, each split's two children side by side: then the
+        right child is `left + 1` and a kernel picks a child without a branch."""
+        left, right = self.columns["left"], self.columns["right"]
+        order: list[int] = []
+        for root in self.roots:
+            order.append(root)
+            position = len(order) - 1
+            while position < len(order):
+                k = order[position]
+                if left[k] != k:
+                    order += [left[k], right[k]]
+                position += 1
+        return np.asarray(order, np.int64)
 
     def build(self, **settings: Any) -> Forest:
         width = max((len(v) for v in self.values), default=1)
         value = np.zeros((self.size, width), np.float64)
         for i, row in enumerate(self.values):
             value[i, : len(row)] = row
-        c = self.columns
+        order = self._order()
+        where = np.empty(self.size, np.int32)
+        where[order] = np.arange(self.size, dtype=np.int32)
+        c = {key: np.asarray(items)[order] for key, items in self.columns.items()}
         return Forest(
-            roots=np.asarray(self.roots, np.int32),
+            roots=where[np.asarray(self.roots, np.int64)],
             depths=np.asarray(self.depths, np.int32),
-            feature=np.asarray(c["feature"], np.int32),
-            threshold=np.asarray(c["threshold"], np.float64),
-            left=np.asarray(c["left"], np.int32),
-            right=np.asarray(c["right"], np.int32),
-            missing=np.asarray(c["missing"], np.int32),
-            category=np.asarray(c["category"], np.int32),
+            feature=c["feature"].astype(np.int32),
+            threshold=c["threshold"].astype(np.float64),
+            left=where[c["left"]],
+            right=where[c["right"]],
+            missing=where[c["missing"]],
+            category=c["category"].astype(np.int32),
             category_offsets=np.asarray(self.offsets, np.int32),
             category_bits=np.asarray(self.bits, np.uint32),
-            value=value,
+            value=value[order],
             **settings,
         )
 
@@ -179,14 +200,17 @@ def cpu_kernel(forest: Forest) -> Callable[[np.ndarray], np.ndarray]:
     """A function from a float64 matrix to the forest's predictions, compiled with numba."""
     from jobs.bundle.walk import walk  # numba compiles on first import; only CPU trees need it
 
+    splits = forest.left != np.arange(forest.left.size)
+    if np.any(forest.right[splits] != forest.left[splits] + 1):
+        raise AssertionError("a split's children are not side by side")  # ForestBuilder's order
+    nan_right = ((forest.missing == forest.right) & splits).astype(np.int32)
     arrays = (
         forest.roots,
         forest.depths,
         forest.feature,
         forest.threshold,
         forest.left,
-        forest.right,
-        forest.missing,
+        nan_right,
         forest.category,
         forest.category_offsets,
         forest.category_bits,
@@ -220,6 +244,7 @@ def array_kernel(forest: Forest, xp: Any, chunk_rows: int) -> Callable[[Any], An
     steps = int(forest.depths.max(initial=0))
     width = forest.value.shape[1]
     outputs = forest.tree_output.tolist()
+    chunk_rows = max(1, min(chunk_rows, ARRAY_CELLS // max(forest.num_trees, 1)))
 
     def categorical(node: Any, seen: Any) -> Any:
         index = xp.maximum(category[node], 0)

@@ -9,18 +9,18 @@ BLOCK_ROWS = 64  # rows walked together through one tree, so their memory loads 
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _categorical(v, k, left, right, missing, category, offsets, bits, exact):  # type: ignore[no-untyped-def]
+def _categorical(v, k, left, nan_right, category, offsets, bits, exact):  # type: ignore[no-untyped-def]
     """The child of categorical node k for the value v (see jobs.bundle.trees)."""
     if v != v:
-        return missing[k]
+        return left[k] + nan_right[k]
     if v < 0 or v >= 2147483648.0 or (exact and v != np.floor(v)):
-        return right[k]
+        return left[k] + 1
     code = np.int64(v)
     c = category[k]
     word = offsets[c] + (code >> 5)
     if word < offsets[c + 1] and (bits[word] >> np.uint32(code & 31)) & np.uint32(1):
         return left[k]
-    return right[k]
+    return left[k] + 1
 
 
 @numba.njit(nogil=True, cache=True)
@@ -31,8 +31,7 @@ def walk(  # type: ignore[no-untyped-def]
     feature,
     threshold,
     left,
-    right,
-    missing,
+    nan_right,
     category,
     offsets,
     bits,
@@ -59,14 +58,13 @@ def walk(  # type: ignore[no-untyped-def]
                     v = x[start + r, feature[k]]
                     if category[k] >= 0:
                         node[r] = _categorical(
-                            v, k, left, right, missing, category, offsets, bits, exact
+                            v, k, left, nan_right, category, offsets, bits, exact
                         )
-                    elif v <= threshold[k]:
-                        node[r] = left[k]
-                    elif v > threshold[k]:
-                        node[r] = right[k]
-                    else:  # NaN
-                        node[r] = missing[k]
+                    else:
+                        # Branch-free: the right child is left + 1 (jobs.bundle.trees), taken
+                        # when v > threshold, or when v is NaN and NaN goes right.
+                        go = np.int32(v > threshold[k]) | (np.int32(v != v) & nan_right[k])
+                        node[r] = left[k] + go
             column = tree_output[t]
             weight = tree_weight[t]
             for r in range(rows):
