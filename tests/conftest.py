@@ -341,7 +341,14 @@ def export_model(
     metadata = {
         "model_kind": kind,
         "task": task,
-        "classes": ["false", "true"] if task == "classification" else None,
+        # A binary model's classes as the churn label names them; more: their own values.
+        "classes": (
+            ["false", "true"]
+            if len(pipeline.classes_) == 2
+            else [str(c) for c in pipeline.classes_]
+        )
+        if task == "classification"
+        else None,
         "input_contract": contract.input_schema(),
     }
     path = export_bundle(pipeline, folder / f"{kind}-{task}.zip", kind, metadata)
