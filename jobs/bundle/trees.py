@@ -204,6 +204,7 @@ def cpu_kernel(forest: Forest) -> Callable[[np.ndarray], np.ndarray]:
     if np.any(forest.right[splits] != forest.left[splits] + 1):
         raise AssertionError("a split's children are not side by side")  # ForestBuilder's order
     nan_right = ((forest.missing == forest.right) & splits).astype(np.int32)
+    any_categories = bool(np.any(forest.category >= 0))
     arrays = (
         forest.roots,
         forest.depths,
@@ -222,7 +223,7 @@ def cpu_kernel(forest: Forest) -> Callable[[np.ndarray], np.ndarray]:
 
     def predict(x: np.ndarray) -> np.ndarray:
         acc = _start(forest, x.shape[0], np)
-        walk(np.ascontiguousarray(x, np.float64), *arrays, acc)
+        walk(np.ascontiguousarray(x, np.float64), *arrays, acc, any_categories)
         return finish(forest, _end(forest, acc, np), np)  # type: ignore[no-any-return]
 
     return predict

@@ -40,9 +40,11 @@ def walk(  # type: ignore[no-untyped-def]
     tree_output,
     tree_weight,
     acc,
+    any_categories,
 ):
     """acc[i, tree_output[t] + j] += tree_weight[t] * value[leaf of row i in tree t, j], tree by
-    tree in order, in acc's precision (see jobs.bundle.trees)."""
+    tree in order, in acc's precision (see jobs.bundle.trees). Without `any_categories` no node
+    is categorical, and the walk skips reading each node's category (most boosters)."""
     n = x.shape[0]
     trees = roots.shape[0]
     width = value.shape[1]
@@ -56,7 +58,7 @@ def walk(  # type: ignore[no-untyped-def]
                 for r in range(rows):
                     k = node[r]
                     v = x[start + r, feature[k]]
-                    if category[k] >= 0:
+                    if any_categories and category[k] >= 0:
                         node[r] = _categorical(
                             v, k, left, nan_right, category, offsets, bits, exact
                         )
@@ -67,8 +69,12 @@ def walk(  # type: ignore[no-untyped-def]
                         node[r] = left[k] + go
             column = tree_output[t]
             weight = tree_weight[t]
-            for r in range(rows):
-                leaf = node[r]
-                for j in range(width):
-                    acc[start + r, column + j] += value[leaf, j] * weight
+            if width == 1:  # one output per tree (boosters, binary forests): no inner loop
+                for r in range(rows):
+                    acc[start + r, column] += value[node[r], 0] * weight
+            else:
+                for r in range(rows):
+                    leaf = node[r]
+                    for j in range(width):
+                        acc[start + r, column + j] += value[leaf, j] * weight
     return acc
