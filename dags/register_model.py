@@ -18,6 +18,7 @@ import datetime
 from pathlib import Path
 
 from airflow.sdk import DAG, Param, task
+from airflow.sdk.exceptions import AirflowFailException
 
 from precompute.database import Database
 from precompute.names import CHALLENGER
@@ -75,12 +76,14 @@ with DAG(
         """Check the model against the contract and register it."""
         # numpy and the bundle runtime load when a run registers, not each time Airflow parses
         # this file.
+        from jobs.bundle.format import BundleError
         from jobs.external_models import (
             ExternalModel,
             parse_classes,
             parse_contract_ref,
             register_external,
         )
+        from jobs.registry import RegistryError
 
         p = params or {}
         dataset, version = parse_contract_ref(p["contract"])
@@ -94,7 +97,12 @@ with DAG(
             aliases=(p["alias"],),
         )
         settings = Settings()
-        registered = register_external(Database.from_settings(settings), settings, request)
+        try:
+            registered = register_external(Database.from_settings(settings), settings, request)
+        except (BundleError, RegistryError) as exc:
+            # A refused model is refused again a minute later: fail without a retry (a
+            # database that is down still retries).
+            raise AirflowFailException(str(exc)) from exc
         said = f"registered {registered.label} [{p['alias']}] ({registered.model_kind})"
         print(said)
         return said

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from jobs.bundle.format import Bundle, BundleError, Node
-from jobs.bundle.program import ATTRIBUTES, SUPPORTED_OPS, build_program
+from jobs.bundle.program import ATTRIBUTES, SUPPORTED_OPS, build_program, check_attributes
 from jobs.bundle.steps import Input, Program
 from precompute.contracts import Column, Contract
 
@@ -49,6 +49,10 @@ def check_against_contract(
         if program.task == "classification":
             named, problem = class_names(program.num_classes, contract.label, classes)
             problems += [problem] if problem else []
+        elif classes is not None:
+            problems.append(
+                f"--classes names classes, but the model ({program.model_op}) is a regressor"
+            )
     elif classes is not None:
         named = classes
     return Checked(program, named, tuple(problems))
@@ -58,8 +62,10 @@ def class_names(
     num_classes: int, label: Column | None, given: tuple[str, ...] | None
 ) -> tuple[tuple[str, ...] | None, str | None]:
     """A classifier's class names in class-index order, and a problem if they do not fit:
-    the names given, else the label's `allowed` values when there are as many, else false/true
-    for a boolean label, else "0".."K-1" (the label indices Spark's classifiers are trained on)."""
+    the names given, else the label's `allowed` values sorted when there are as many (the order
+    scikit-learn, XGBoost's and LightGBM's wrappers and our own training give classes), else
+    false/true for a boolean label, else "0".."K-1" (the label indices Spark's classifiers are
+    trained on: Spark's StringIndexer orders by frequency, so name a Spark model's classes)."""
     if given is not None:
         if len(given) != num_classes:
             return None, f"--classes names {len(given)} classes, but the model has {num_classes}"
@@ -67,7 +73,7 @@ def class_names(
             return None, f"--classes names a class twice: {', '.join(given)}"
         return given, None
     if label is not None and label.allowed and len(label.allowed) == num_classes:
-        return tuple(label.allowed), None
+        return tuple(sorted(label.allowed)), None
     if label is not None and label.type == "boolean" and num_classes == 2:
         return ("false", "true"), None
     return tuple(str(k) for k in range(num_classes)), None
@@ -82,12 +88,10 @@ def _op_problems(bundle: Bundle) -> list[str]:
                 f"(supported: {', '.join(SUPPORTED_OPS)})"
             )
             continue
-        unknown = sorted(set(node.attributes) - ATTRIBUTES[node.op])
-        if unknown:
-            problems.append(
-                f"node {node.name!r} ({node.op}) has attribute(s) {', '.join(unknown)} that the "
-                f"runtime does not support (known: {', '.join(sorted(ATTRIBUTES[node.op]))})"
-            )
+        try:
+            check_attributes(node)  # the runtime's own rule (numbered labels_array_i included)
+        except BundleError as exc:
+            problems.append(str(exc))
     return problems
 
 

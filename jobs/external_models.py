@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.booster_packaging import ModelFormat, booster_bundle, detect_format
-from jobs.bundle.format import METADATA_FILE, BundleError, read_bundle
+from jobs.bundle.format import MAX_BUNDLE_BYTES, METADATA_FILE, BundleError, read_bundle
 from jobs.bundle_checks import check_against_contract
 from jobs.registration import register
 from jobs.registry import ModelVersion, RegistryError, check_name
@@ -82,7 +82,13 @@ def register_external(db: Database, settings: Settings, request: ExternalModel) 
     else:
         content, problems = booster_bundle(kind, _read(request.source), contract, request.name)
     if content is not None:
-        bundle = read_bundle(content)
+        try:
+            bundle = read_bundle(content)
+        except BundleError as exc:  # it read bytes: say which file they came from
+            hint = ""
+            if "no readable bundle.json" in str(exc):
+                hint = " (bundle.json must be at the top of the zip, not in a folder inside it)"
+            raise BundleError(str(exc).replace("<bytes>", str(request.source)) + hint) from exc
         if bundle.metadata:
             problems.append(
                 f"it already holds {METADATA_FILE} (a bundle precompute made): register it "
@@ -149,9 +155,18 @@ def _bundle_bytes(source: Path) -> bytes:
     if not (source / "bundle.json").is_file():
         raise BundleError(f"folder {source} is not a Bundle.ML: it has no bundle.json")
     out = io.BytesIO()
+    total = 0
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(source.rglob("*")):
+            # A link could store any file the worker can read (a trigger form names the folder).
+            if path.is_symlink():
+                raise BundleError(f"folder {source} holds a symbolic link, {path}: refused")
             if path.is_file():
+                total += path.stat().st_size
+                if total > MAX_BUNDLE_BYTES:
+                    raise BundleError(
+                        f"folder {source} holds over {MAX_BUNDLE_BYTES:,} bytes: not a bundle"
+                    )
                 archive.write(path, path.relative_to(source).as_posix())
     return out.getvalue()
 

@@ -18,7 +18,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from bundle_fixtures import (
-    GBT_COLUMNS,
     Fixture,
     SparkNode,
     customers,
@@ -41,13 +40,12 @@ from bundle_fixtures import (
 from jobs.bundle.backends import Backend, gpu_available, gpu_backend
 from jobs.bundle.format import BundleError, read_bundle
 from jobs.bundle.mleap_check import TOLERANCE, UNSEEN, mleap_scores, with_edge_rows
-from jobs.bundle.program import MODEL_OPS, build_program, polynomial_terms
+from jobs.bundle.program import build_program, polynomial_terms
 from jobs.bundle.runtime import ScoringError, compile_bundle
 from jobs.bundle.trees import array_kernel
 from precompute.settings import Settings
 
 # The GBT fixtures are scored by our runtime once the `trees` branch adds their ops.
-GBT_READY = "gbt_classifier" in MODEL_OPS
 GBT_FIXTURES = ["spark_gbt_classifier", "spark_gbt_regression"]
 FIXTURES = [
     "spark_multiclass",
@@ -55,7 +53,7 @@ FIXTURES = [
     "spark_regression",
     "sklearn_binary",
     "sklearn_multiclass",
-    *(GBT_FIXTURES if GBT_READY else []),
+    *GBT_FIXTURES,
 ]
 
 
@@ -93,9 +91,6 @@ def mleaps(
     runtime reads the bundle) and MLeap's scores for them, from one JVM run for all."""
     checks: dict[str, tuple[pa.Table, list[tuple[str, str]]]] = {}
     for name, fixture in fixtures.items():
-        if name.startswith("spark_gbt") and not GBT_READY:
-            checks[name] = (rows, [(c, "numeric") for c in GBT_COLUMNS])
-            continue
         bundle = read_bundle(fixture.path)
         inputs = [(i.name, str(i.kind)) for i in build_program(bundle).inputs]
         checks[name] = (with_edge_rows(rows, bundle), inputs)
@@ -133,7 +128,6 @@ def test_spark_gbt_fixture_scores_in_mleaps_jvm_as_scikit_learn(
     np.testing.assert_allclose(theirs[: rows.num_rows], expected, rtol=1e-13, atol=TOLERANCE)
 
 
-@pytest.mark.skipif(not GBT_READY, reason="GBT ops not in jobs.bundle.program.MODEL_OPS yet")
 @pytest.mark.parametrize("name", GBT_FIXTURES)
 def test_spark_gbt_fixture_scores_as_scikit_learn_in_our_runtime(
     fixtures: dict[str, Fixture], rows: pa.Table, name: str

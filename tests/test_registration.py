@@ -299,7 +299,10 @@ def test_a_users_multiclass_tree_takes_its_class_names_from_the_contract_label(
     settings = job_settings.model_copy(update={"contracts_dir": contracts.parent})
     table = customers(600, seed=16)
     frame = table.select(NUMBERS).to_pandas()
-    tier = np.digitize(frame["tenure_months"] + frame["age"], [100, 200])  # 0 low, 1 mid, 2 high
+    # Fitted on the names: scikit-learn orders its classes sorted (high, low, mid).
+    tier = np.array(["low", "mid", "high"])[
+        np.digitize(frame["tenure_months"] + frame["age"], [100, 200])
+    ]
     extract = FeatureExtractor(input_scalars=NUMBERS, output_vector="raw")
     tree = DecisionTreeClassifier(max_depth=5, random_state=0)
     tree.mlinit(input_features="raw", prediction_column="tier_prediction", feature_names=NUMBERS)
@@ -312,11 +315,100 @@ def test_a_users_multiclass_tree_takes_its_class_names_from_the_contract_label(
     version = register_external(Database.from_settings(settings), settings, request)
 
     bundle = read_bundle(bundle_store.load_bytes(version))
-    assert bundle.metadata["classes"] == ["low", "mid", "high"]  # allowed, as many as classes
+    # The label's allowed values, sorted as scikit-learn orders classes.
+    assert bundle.metadata["classes"] == ["high", "low", "mid"] == list(tree.classes_)
     fresh = customers(200, seed=17, label=False)
     scored = compile_bundle(bundle, "cpu").score(fresh)
     got = np.asarray(scored.column("probabilities").items).reshape(-1, 3)
     expected = pipeline.predict_proba(fresh.select(NUMBERS).to_pandas())
     assert np.max(np.abs(got - expected)) <= 1e-6
-    names = np.array(["low", "mid", "high"])
-    assert scored.column("label").to_pylist() == names[expected.argmax(axis=1)].tolist()
+    assert (
+        scored.column("label").to_pylist()
+        == pipeline.predict(fresh.select(NUMBERS).to_pandas()).tolist()
+    )
+
+
+SPARK_CONTRACT = """
+name = "visitors"
+version = 1
+description = "The Spark fixtures' columns."
+
+[entity_id]
+name = "customer_id"
+type = "string"
+nullable = false
+description = "Key."
+
+[[features]]
+name = "plan"
+type = "string"
+nullable = true
+description = "Plan."
+
+[[features]]
+name = "region"
+type = "string"
+nullable = true
+description = "Region."
+
+[[features]]
+name = "age"
+type = "double"
+nullable = true
+description = "Age."
+
+[[features]]
+name = "visits"
+type = "double"
+nullable = true
+description = "Visits."
+"""
+
+
+def test_a_spark_ml_bundle_with_multi_column_encoders_registers_and_scores_as_spark_would(
+    job_settings: Settings, tmp_path: Path
+) -> None:
+    """Spark 3's bundle form (numbered labels_array_i attributes, multi-column one-hot, median
+    and mode imputers, a three-class logistic regression) against a contract of its columns;
+    the classes are Spark's label indices unless named."""
+    from bundle_fixtures import customers as fixture_rows
+    from bundle_fixtures import spark_multiclass
+
+    contracts = tmp_path / "contracts" / "visitors"
+    contracts.mkdir(parents=True)
+    (contracts / "v1.toml").write_text(SPARK_CONTRACT)
+    settings = job_settings.model_copy(update={"contracts_dir": contracts.parent})
+    fixture = spark_multiclass(tmp_path / "spark", fixture_rows(400, seed=5))
+    request = ExternalModel(name="byo-spark", source=fixture.path, dataset="visitors")
+
+    version = register_external(Database.from_settings(settings), settings, request)
+
+    bundle = read_bundle(bundle_store.load_bytes(version))
+    assert bundle.metadata["classes"] == ["0", "1", "2"]
+    rows = fixture_rows(200, seed=6)
+    scored = compile_bundle(bundle, "cpu").score(rows)
+    got = np.asarray(scored.column("probabilities").items).reshape(-1, 3)
+    assert np.max(np.abs(got - fixture.expected(rows))) <= 1e-9
+
+
+def test_boosters_trained_on_category_values_not_codes_are_refused(
+    job_settings: Settings, tmp_path: Path
+) -> None:
+    """The trees test category codes; a model fitted on pandas categories 10, 20, 30 would read
+    a row's 20 as the code 20: refused, saying so, for both libraries."""
+    import lightgbm
+    import xgboost
+
+    frame = pd.DataFrame(
+        {"age": np.arange(90.0), "plan": pd.Categorical([10, 20, 30] * 30)}
+    ).rename(columns={"plan": "tenure_months"})
+    target = np.arange(90) % 2
+    xgboost.XGBClassifier(n_estimators=2, enable_categorical=True).fit(frame, target).save_model(
+        tmp_path / "cats.json"
+    )
+    lgbm = lightgbm.LGBMClassifier(n_estimators=2, verbose=-1).fit(frame, target)
+    lgbm.booster_.save_model(tmp_path / "cats.txt")
+
+    for name in ("cats.json", "cats.txt"):
+        with pytest.raises(RegistrationRefused, match="trained on pandas categories"):
+            add(job_settings, tmp_path / name, f"byo-{name.replace('.', '-')}")

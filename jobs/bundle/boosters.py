@@ -237,19 +237,48 @@ def forest_from_booster(kind: BoosterKind, model: bytes, where: str) -> Forest:
             # XGBoost 3 keeps pandas categories' values to recode data frames when predicting;
             # the trees themselves test category codes, which is what our inputs hold.
             trees = loaded["learner"]["gradient_booster"]["model"]
-            trees.pop("cats", None)
+            _check_codes(trees.pop("cats", None) or {}, where)
             source = treelite.frontend.from_xgboost_json(json.dumps(loaded))
             base = _xgboost_logistic_base(loaded["learner"])
             blank = None
         else:
+            _check_lightgbm_categories(model, where)
             source = treelite.frontend.from_lightgbm(lightgbm_booster(model))
             base = None
             blank = _lightgbm_infinite_threshold(model, where)
-    except (treelite.TreeliteError, KeyError) as exc:
+    except (treelite.TreeliteError, KeyError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BundleError(f"{where}: treelite cannot read the {kind} model: {first}") from exc
     forest = forest_from_treelite(source, where, blank)
     return forest if base is None else replace(forest, base=base)
+
+
+def _check_codes(cats: dict[str, Any], where: str) -> None:
+    """Refuse categories that are not their own codes: the trees test codes 0..n-1, and the
+    runtime hands them the column's values (a model trained on pandas categories 10, 20, 30
+    would read 20 as the code 20, not as the category 20)."""
+    for encoded in cats.get("enc") or []:
+        values = list(encoded.get("values") or [])
+        if values and values != list(range(len(values))):
+            shown = ", ".join(map(str, values[:5]))
+            raise BundleError(
+                f"{where}: the model was trained on pandas categories ({shown}, ...) that are "
+                "not their codes 0..n-1; train it on the codes (what the runtime passes)"
+            )
+
+
+def _check_lightgbm_categories(model: bytes, where: str) -> None:
+    """The same for LightGBM, which records the pandas categories it was trained on."""
+    for line in model.decode(errors="replace").splitlines():
+        if line.startswith("pandas_categorical:"):
+            for values in json.loads(line.partition(":")[2] or "null") or []:
+                if list(values) != list(range(len(values))):
+                    shown = ", ".join(map(str, list(values)[:5]))
+                    raise BundleError(
+                        f"{where}: the model was trained on pandas categories ({shown}, ...) "
+                        "that are not their codes 0..n-1; train it on the codes (what the "
+                        "runtime passes)"
+                    )
 
 
 def _lightgbm_infinite_threshold(model: bytes, where: str) -> float | None:

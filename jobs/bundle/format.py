@@ -67,6 +67,34 @@ class Bundle:
     metadata: dict[str, Any]  # precompute.json; empty for a bundle from elsewhere
 
 
+MAX_ENTRY_BYTES = 256 * 2**20  # one file inside a bundle, uncompressed
+MAX_BUNDLE_BYTES = 1024 * 2**20  # all of them
+
+
+def _check_sizes(archive: zipfile.ZipFile, source: str) -> None:
+    """Refuse a zip that would expand past the limits before anything is decompressed (the
+    sizes its directory declares are what the reader enforces: zipfile stops at them)."""
+    entries = archive.infolist()
+    largest = max(entries, key=lambda e: e.file_size, default=None)
+    if largest is not None and largest.file_size > MAX_ENTRY_BYTES:
+        raise BundleError(
+            f"bundle {source}: {largest.filename} expands to {largest.file_size:,} bytes, over "
+            f"the {MAX_ENTRY_BYTES:,} a bundle file may hold"
+        )
+    total = sum(e.file_size for e in entries)
+    if total > MAX_BUNDLE_BYTES:
+        raise BundleError(
+            f"bundle {source} expands to {total:,} bytes, over the {MAX_BUNDLE_BYTES:,} allowed"
+        )
+
+
+def _safe_name(name: Any, what: str, source: str) -> str:
+    """A node or tree name from the bundle, used as a folder name: one plain path part."""
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise BundleError(f"bundle {source}: {what} name {name!r} is not a plain folder name")
+    return name
+
+
 class _Files:
     """Read-only access to the bundle's files, whether zipped or in a folder."""
 
@@ -83,6 +111,8 @@ class _Files:
                 self._zip = zipfile.ZipFile(source)
         except (OSError, zipfile.BadZipFile) as exc:
             raise BundleError(f"cannot open bundle {self.source}: {exc}") from exc
+        if self._zip is not None:
+            _check_sizes(self._zip, self.source)
 
     def exists(self, name: str) -> bool:
         if self._dir is not None:
@@ -96,7 +126,9 @@ class _Files:
                 return (self._dir / name).read_bytes()
             assert self._zip is not None
             return self._zip.read(name)
-        except (OSError, KeyError) as exc:
+        # A damaged entry (zipfile.BadZipFile), an encrypted one (RuntimeError), an unknown
+        # compression (NotImplementedError): all mean the file cannot be read.
+        except (OSError, KeyError, zipfile.BadZipFile, RuntimeError, NotImplementedError) as exc:
             raise BundleError(f"bundle {self.source} has no readable {name}: {exc}") from exc
 
     def text(self, name: str) -> str:
@@ -126,7 +158,9 @@ def read_bundle(source: str | Path | bytes) -> Bundle:
     names = root.attributes.get("nodes")
     if not isinstance(names, list) or not names:
         raise BundleError(f"bundle {files.source}: the root pipeline lists no nodes")
-    nodes = tuple(_node(files, f"root/{name}.node") for name in names)
+    nodes = tuple(
+        _node(files, f"root/{_safe_name(name, 'node', files.source)}.node") for name in names
+    )
     metadata = files.json(METADATA_FILE) if files.exists(METADATA_FILE) else {}
     return Bundle(str(info.get("name", "")), str(info.get("version", "")), nodes, metadata)
 
@@ -149,7 +183,9 @@ def _node(files: _Files, folder: str, with_shape: bool = True) -> Node:
         "gbt_regression",
     ):
         for tree in attributes.get("trees") or []:
-            children[tree] = _node(files, f"{folder}/{tree}", with_shape=False)
+            children[tree] = _node(
+                files, f"{folder}/{_safe_name(tree, 'tree', files.source)}", with_shape=False
+            )
     tree_nodes = None
     if op in ("decision_tree_classifier", "decision_tree_regression"):
         lines = files.text(f"{folder}/tree.json").splitlines()

@@ -102,7 +102,7 @@ def build_program(bundle: Bundle, *, fold: bool = True) -> Program:
     steps: list[Step] = []
     model: Node | None = None
     for node in bundle.nodes:
-        _check_attributes(node)
+        check_attributes(node)
         if model is not None:
             raise BundleError(
                 f"node {node.name!r} ({node.op}) comes after the model {model.name!r}; "
@@ -178,7 +178,7 @@ def build_program(bundle: Bundle, *, fold: bool = True) -> Program:
     )
 
 
-def _check_attributes(node: Node) -> None:
+def check_attributes(node: Node) -> None:
     if node.op not in ATTRIBUTES:
         raise BundleError(
             f"node {node.name!r} uses op {node.op!r}, which the runtime does not support "
@@ -476,7 +476,7 @@ def _model_step(node: Node, source: str, width: int) -> Step:
         tree = node.children.get(name)
         if tree is None or tree.op != want:
             raise BundleError(f"node {node.name!r} ({op}): tree {name!r} is not a {want}")
-        _check_attributes(tree)
+        check_attributes(tree)
         if int(tree.attributes.get("num_features", width)) != width:
             raise BundleError(f"{tree.where}: num_features differs from the forest's {width}")
         trees.append(tree)

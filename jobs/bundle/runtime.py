@@ -113,6 +113,10 @@ class Plan:
         entity = self._column(batch, self.entity_id)
         if entity.null_count:
             raise ScoringError(f"entity id column {self.entity_id!r} holds nulls")
+        if scores.ndim == 2 and scores.shape[1] == 2:
+            # A two-class softmax (multi:softprob with two classes) is a binary model: its
+            # score is the second class's probability, as every binary model's is.
+            scores = scores[:, 1]
         rows = scores.shape[0]
         probabilities = pa.nulls(rows, PROBABILITIES)
         if self.classes is None:

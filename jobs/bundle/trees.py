@@ -189,7 +189,12 @@ def _start(forest: Forest, rows: int, xp: Any) -> Any:
 def _end(forest: Forest, acc: Any, xp: Any) -> Any:
     margin = acc.astype(xp.float64)
     if forest.average:
-        margin = margin / forest.num_trees + xp.asarray(forest.base)
+        # Each output is the mean of the trees that write it: all of them for vector leaves,
+        # one class's share for a K-class averaged booster (LightGBM's random forest mode).
+        width = forest.value.shape[1]
+        writes = (forest.tree_output[:, None] + np.arange(width)[None, :]).ravel()
+        counts = np.maximum(np.bincount(writes, minlength=margin.shape[1]), 1)
+        margin = margin / xp.asarray(counts.astype(np.float64)) + xp.asarray(forest.base)
     return margin
 
 
