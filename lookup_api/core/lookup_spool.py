@@ -83,10 +83,18 @@ class Spool:
         lines = [self._queued.popleft() for _ in range(len(self._queued))]
         if not lines:
             return
-        if self._file is None:
-            self._open_file()
-        assert self._file is not None
-        self._file.write(("\n".join(lines) + "\n").encode())
+        encoded = ("\n".join(lines) + "\n").encode()
+        data = memoryview(encoded)
+        try:
+            if self._file is None:
+                self._open_file()
+            assert self._file is not None
+            while data:  # an unbuffered write may write part: the rest follows, whole lines
+                data = data[self._file.write(data) or 0 :]
+        except OSError:
+            if len(data) == len(encoded):  # nothing written: keep them all for the next try
+                self._queued.extendleft(reversed(lines))
+            raise
 
     def _open_file(self) -> None:
         self._files += 1
