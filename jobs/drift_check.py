@@ -12,10 +12,6 @@ from precompute.contracts import ContractError, load_contract
 from precompute.database import Database
 from precompute.settings import Settings
 
-# The Airflow asset the check emits when drift crosses a fail threshold (with
-# PRECOMPUTE_RETRAIN_ON_DRIFT): the train_model DAG can be scheduled on it.
-DRIFT_ASSET = "precompute-drift"
-
 
 def measure_run(
     settings: Settings, db: Database, run_id: str, min_rows: int
