@@ -124,11 +124,13 @@ def _ingest(
 ) -> IngestResult:
     # Imported here, not at the top: `precompute` builds its parser from this module, and
     # these pull in pyarrow, which every other command would pay for at start-up.
+    from pyspark.sql import Observation
+
     from jobs.batch_catalogue import record_batch
     from jobs.batch_files import batch_files, detect_format, read_errors
     from jobs.batch_reader import read_batch
     from jobs.profile_store import newest_training_edges, store_batch_profile
-    from jobs.profiles import batch_profile, profile_aggregates
+    from jobs.profiles import batch_profile, outside_aggregates, profile_aggregates
 
     engine = lake(spark, settings)
     ingested_at = datetime.datetime.now(datetime.UTC)
@@ -154,24 +156,13 @@ def _ingest(
     fmt = request.format or detect_format(files)
     raw = read_batch(spark, files, fmt, contract)
     profiling = settings.profile_batches
-    edges = newest_training_edges(recorder.db, contract.name) if profiling else {}
     with read_errors(files):
         validated = validation.validate(raw, contract)  # its duplicate check reads the batch
-        accepted = validated[validation.ROUTE] == validation.INCOMING
-        aggregates = profile_aggregates(contract, accepted, edges) if profiling else []
+        outside = outside_aggregates(contract) if profiling else []
         counts, q, figures = _quarantine(
-            engine, validated, targets, txn, metadata(run_id, request.batch_id), aggregates
+            engine, validated, targets, txn, metadata(run_id, request.batch_id), outside
         )
     recorder.record_ingest(counts)
-    if profiling:
-        store_batch_profile(
-            recorder.db,
-            contract.name,
-            contract.version,
-            request.batch_id,
-            run_id,
-            batch_profile(contract, figures, edges),
-        )
     record_batch(
         recorder.db,
         dataset=contract.name,
@@ -192,12 +183,20 @@ def _ingest(
             "to incoming. Fix the input, or rerun with a higher --max-rejected-share to "
             "append the valid rows."
         )
+    accepted = validated.where(validated[validation.ROUTE] == validation.INCOMING)
+    # The profile of the accepted rows is observed as they are written: no pass of its own.
+    profiled = Observation(f"profile-{txn.app_id}")
+    if profiling:
+        accepted = accepted.observe(profiled, *profile_aggregates(contract))
     with read_errors(files):
         i = engine.append(
-            validated.where(validated[validation.ROUTE] == validation.INCOMING),
-            targets[validation.INCOMING],
-            txn,
-            metadata(run_id, request.batch_id),
+            accepted, targets[validation.INCOMING], txn, metadata(run_id, request.batch_id)
+        )
+    if profiling:
+        edges = newest_training_edges(recorder.db, contract.name)
+        profile = batch_profile(spark, contract, {**figures, **profiled.get}, edges)
+        store_batch_profile(
+            recorder.db, contract.name, contract.version, request.batch_id, run_id, profile
         )
     return IngestResult(request.batch_id, run_id, counts, i.version, q.version, False)
 

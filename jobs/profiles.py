@@ -8,13 +8,17 @@ Per feature: the rows profiled, the missing ones, and by type
   outside the contract's `allowed` list;
 - timestamps and dates: the first and last value.
 
-A batch is profiled by Spark aggregates that ride along the ingest's own pass
-(`profile_aggregates`, read back by `batch_profile`): no second read of the batch. Its
-quantiles come from `percentile_approx` with accuracy QUANTILE_ACCURACY (a quantile's rank is
-off by at most 1/QUANTILE_ACCURACY of the rows), and top values of an open string column from
-`approx_top_k` (exact while the column has fewer than about 0.75 * TRACKED_ITEMS distinct
-values). Training data is profiled exactly, with numpy (`training_profile`), and fixes the bin
-edges later batches are counted on, so the PSI of a feature compares like with like.
+A batch is profiled by Spark aggregates observed on the ingest's own passes: the accepted rows
+as incoming is written (`profile_aggregates`), the share outside the allowed list on every row
+as the quarantine is written (`outside_aggregates`); `batch_profile` reads them back. No second
+read of the batch. Count, missing, min, max, mean and std are exact. Quantiles and the counts
+per training bin come from a KLL sketch of each number (Apache DataSketches, k = SKETCH_K: a
+quantile's rank, or a bin edge's, is off by at most about 0.3% of the rows, with 99%
+confidence; exact up to k rows), and top values of an open string column from `approx_top_k`
+(exact below about 0.75 * TRACKED_ITEMS distinct values). Training data is profiled exactly,
+with numpy (`training_profile`); its deciles are the bins later batches are counted on (those
+of the dataset's newest training profile at ingest), so a feature's PSI compares like with
+like.
 """
 
 from __future__ import annotations
@@ -31,9 +35,10 @@ from precompute.contracts import NUMERIC, Column, Contract
 if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import Column as SparkColumn
+    from pyspark.sql import SparkSession
 
 QUANTILES = (0.01, *(round(0.05 * i, 2) for i in range(1, 20)), 0.99)
-QUANTILE_ACCURACY = 10_000
+SKETCH_K = 1000  # KLL sketch size: normalised rank error about 2.3 / k^0.97, 0.28% here
 BINS = 10  # training deciles: the bins PSI is measured on
 TOP_VALUES = 20
 TRACKED_ITEMS = 10_000
@@ -75,26 +80,16 @@ def quantile_name(q: float) -> str:
     return f"p{round(q * 100):02d}"
 
 
-def bin_index(value: SparkColumn, edges: Sequence[float]) -> SparkColumn:
-    """The bin of `value`: how many edges lie below it, as np.searchsorted(side="left")."""
+def profile_aggregates(contract: Contract) -> list[SparkColumn]:
+    """Aggregates that profile the rows they see (observed on the accepted rows as incoming is
+    written), aliased `_p<i>_<figure>` by column position."""
     from pyspark.sql import functions as F  # pyspark is heavy: loaded when a job profiles
 
-    return sum(((value > F.lit(float(e))).cast("int") for e in edges), F.lit(0))
-
-
-def profile_aggregates(
-    contract: Contract, profiled: SparkColumn, edges: Mapping[str, Sequence[float]]
-) -> list[SparkColumn]:
-    """Aggregates over validated rows that profile those where `profiled` holds, aliased
-    `_p<i>_<figure>` by column position; `edges` are the bins to count numbers on, by feature."""
-    from pyspark.sql import functions as F  # pyspark is heavy: loaded when a job profiles
-
-    out = [F.count(F.when(profiled, 1)).alias("_p_rows")]
+    out = [F.count(F.lit(1)).alias("_p_rows")]
     for i, column in enumerate(profiled_columns(contract)):
-        raw = F.col(column.name)
-        value = F.when(profiled, raw)
+        value = F.col(column.name)
         name = f"_p{i}_"
-        out.append(F.count(F.when(profiled & raw.isNull(), 1)).alias(name + "missing"))
+        out.append(F.count(value).alias(name + "present"))
         if column.type in NUMERIC:
             number = value.cast("double")
             out += [
@@ -102,89 +97,88 @@ def profile_aggregates(
                 F.max(number).alias(name + "max"),
                 F.avg(number).alias(name + "mean"),
                 F.stddev_pop(number).alias(name + "std"),
-                F.percentile_approx(number, list(QUANTILES), QUANTILE_ACCURACY).alias(
-                    name + "quantiles"
-                ),
+                F.kll_sketch_agg_double(number, SKETCH_K).alias(name + "sketch"),
             ]
-            if column.name in edges:
-                b = bin_index(number, edges[column.name])
-                out += [
-                    F.count(F.when(number.isNotNull() & (b == k), 1)).alias(f"{name}bin{k}")
-                    for k in range(len(edges[column.name]) + 1)
-                ]
         elif column.type == "boolean":
-            out += [
-                F.count(F.when(value, 1)).alias(name + "true"),
-                F.count(F.when(~value, 1)).alias(name + "false"),
-            ]
+            out.append(F.count_if(value).alias(name + "true"))
         elif column.type == "string" and column.allowed is not None:
             out += [
-                F.count(F.when(value == F.lit(v), 1)).alias(f"{name}v{k}")
+                F.count_if(value == F.lit(v)).alias(f"{name}v{k}")
                 for k, v in enumerate(column.allowed)
             ]
-            # Over every row read, quarantined ones included: an accepted row is never outside.
-            out += [
-                F.count(raw).alias(name + "present"),
-                F.count(F.when(~raw.isin(list(column.allowed)), 1)).alias(name + "outside"),
-            ]
         elif column.type == "string":
-            out.append(_top_k(value).alias(name + "top"))
+            top = F.call_function("approx_top_k", value, F.lit(TOP_VALUES), F.lit(TRACKED_ITEMS))
+            out.append(top.alias(name + "top"))
         else:  # timestamp, date
             out += [F.min(value).alias(name + "first"), F.max(value).alias(name + "last")]
     return out
 
 
-def _top_k(value: SparkColumn) -> SparkColumn:
-    """approx_top_k over a column expression (the function has no Python wrapper)."""
+def outside_aggregates(contract: Contract) -> list[SparkColumn]:
+    """Aggregates over every validated row (observed as the quarantine is written): per string
+    column with an allowed list, the values present and those outside the list (an accepted
+    row is never outside, so the accepted rows alone would always say 0)."""
     from pyspark.sql import functions as F  # pyspark is heavy: loaded when a job profiles
 
-    return F.call_function("approx_top_k", value, F.lit(TOP_VALUES), F.lit(TRACKED_ITEMS))
+    out = []
+    for i, column in enumerate(profiled_columns(contract)):
+        if column.type == "string" and column.allowed is not None:
+            raw = F.col(column.name)
+            out += [
+                F.count(raw).alias(f"_p{i}_read"),
+                F.count_if(~raw.isin(list(column.allowed))).alias(f"_p{i}_outside"),
+            ]
+    return out
 
 
 def batch_profile(
-    contract: Contract, figures: Mapping[str, Any], edges: Mapping[str, Sequence[float]]
+    spark: SparkSession,
+    contract: Contract,
+    figures: Mapping[str, Any],
+    edges: Mapping[str, Sequence[float]],
 ) -> list[FeatureProfile]:
-    """The profiles `profile_aggregates` computed, read from their figures."""
+    """The profiles the aggregates computed, read from their figures; numbers get their
+    quantiles, and their counts per bin of `edges`, from their sketches."""
     rows = int(figures["_p_rows"])
+    read = _sketch_readings(spark, contract, figures, edges)
     out = []
     for i, column in enumerate(profiled_columns(contract)):
         name = f"_p{i}_"
+        present = int(figures[name + "present"])
         base: dict[str, Any] = {
             "feature": column.name,
             "type": column.type,
             "rows": rows,
-            "missing": int(figures[name + "missing"]),
+            "missing": rows - present,
         }
         if column.type in NUMERIC:
-            quantiles = figures[name + "quantiles"]
             base |= {
                 "minimum": _float(figures[name + "min"]),
                 "maximum": _float(figures[name + "max"]),
                 "mean": _float(figures[name + "mean"]),
                 "std": _float(figures[name + "std"]),
-                "quantiles": (
-                    {quantile_name(q): float(v) for q, v in zip(QUANTILES, quantiles, strict=True)}
-                    if quantiles
-                    else None
-                ),
             }
-            if column.name in edges:
+            quantiles, ranks = read.get(column.name, (None, None))
+            if quantiles is not None:
+                base["quantiles"] = {
+                    quantile_name(q): float(v) for q, v in zip(QUANTILES, quantiles, strict=True)
+                }
+            if ranks is not None:
+                below = np.concatenate(([0.0], np.asarray(ranks, dtype=np.float64), [1.0]))
+                counts = np.rint(np.diff(below) * present).astype(np.int64)
                 base["bins"] = {
                     "edges": [float(e) for e in edges[column.name]],
-                    "counts": [
-                        int(figures[f"{name}bin{k}"]) for k in range(len(edges[column.name]) + 1)
-                    ],
+                    "counts": counts.tolist(),
                 }
         elif column.type == "boolean":
-            base["top_values"] = _ranked(
-                {"true": int(figures[name + "true"]), "false": int(figures[name + "false"])}
-            )
+            true = int(figures[name + "true"])
+            base["top_values"] = _ranked({"true": true, "false": present - true})
         elif column.type == "string" and column.allowed is not None:
             base["top_values"] = _ranked(
                 {v: int(figures[f"{name}v{k}"]) for k, v in enumerate(column.allowed)}
             )
-            present = int(figures[name + "present"])
-            base["outside_share"] = int(figures[name + "outside"]) / present if present else 0.0
+            seen = int(figures.get(name + "read") or 0)
+            base["outside_share"] = int(figures.get(name + "outside") or 0) / seen if seen else 0.0
         elif column.type == "string":
             base["top_values"] = _ranked(
                 {str(r["item"]): int(r["count"]) for r in figures[name + "top"] or []}
@@ -194,6 +188,43 @@ def batch_profile(
             base["last"] = _moment(figures[name + "last"])
         out.append(FeatureProfile(**base))
     return out
+
+
+def _sketch_readings(
+    spark: SparkSession,
+    contract: Contract,
+    figures: Mapping[str, Any],
+    edges: Mapping[str, Sequence[float]],
+) -> dict[str, tuple[list[float] | None, list[float] | None]]:
+    """Per numeric column with values: its quantiles and its ranks at its edges (the share of
+    values at or below each), read off its sketch in one small query on the driver."""
+    from pyspark.sql import functions as F  # pyspark is heavy: loaded when a job profiles
+
+    sketches = {
+        column.name: figures[f"_p{i}_sketch"]
+        for i, column in enumerate(profiled_columns(contract))
+        if column.type in NUMERIC and figures[f"_p{i}_present"]
+    }
+    if not sketches:
+        return {}
+    names = list(sketches)
+    one = spark.createDataFrame(
+        [tuple(bytes(sketches[n]) for n in names)],
+        ", ".join(f"s{k} binary" for k in range(len(names))),
+    )
+    wanted = F.array(*[F.lit(q) for q in QUANTILES])
+    selected = []
+    for k, n in enumerate(names):
+        selected.append(F.kll_sketch_get_quantile_double(f"s{k}", wanted))
+        cut = [float(e) for e in edges.get(n, [])]
+        rank = F.kll_sketch_get_rank_double(f"s{k}", F.array(*[F.lit(e) for e in cut]))
+        selected.append(rank if cut else F.lit(None))
+    values = one.select(*selected).first()
+    assert values is not None
+    return {
+        n: (list(values[2 * k]), list(values[2 * k + 1]) if n in edges else None)
+        for k, n in enumerate(names)
+    }
 
 
 def training_profile(table: pa.Table, contract: Contract) -> list[FeatureProfile]:

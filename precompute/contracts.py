@@ -46,6 +46,14 @@ class DriftThresholds(BaseModel):
     missing_warn: float | None = Field(None, ge=0, le=1)
     missing_fail: float | None = Field(None, ge=0, le=1)
 
+    @model_validator(mode="after")
+    def _warn_before_fail(self) -> DriftThresholds:
+        for warn, fail in (("warn", "fail"), ("missing_warn", "missing_fail")):
+            low, high = getattr(self, warn), getattr(self, fail)
+            if low is not None and high is not None and low > high:
+                raise ValueError(f"drift.{warn} {low} is above drift.{fail} {high}")
+        return self
+
 
 class Column(BaseModel):
     """One column: its type and the rules every value must meet."""

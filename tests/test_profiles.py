@@ -22,7 +22,7 @@ from jobs import drift_check
 from jobs.feature_drift import feature_drift, thresholds_for
 from jobs.fitting import train
 from jobs.ingest import IngestRequest, ingest
-from jobs.profiles import QUANTILE_ACCURACY, QUANTILES, quantile_name, training_profile
+from jobs.profiles import QUANTILES, quantile_name, training_profile
 from jobs.publish import publish
 from jobs.registry import ModelVersion
 from jobs.run_check import RunCheckFailed, check_run
@@ -35,6 +35,7 @@ from precompute.database import Database
 from precompute.settings import Settings
 
 MODEL = "churn-profiles"
+RANK_ERROR = 0.005
 NUMBERS = ("age", "tenure_months", "monthly_spend", "support_calls", "discount_rate")
 
 
@@ -118,9 +119,10 @@ def assert_numbers_match(profile: dict[str, Any], values: pd.Series, rows: int) 
     assert profile["max_value"] == present.max()
     assert profile["mean"] == pytest.approx(present.mean(), rel=1e-12)
     assert profile["std"] == pytest.approx(present.std(ddof=0), rel=1e-9)
-    # percentile_approx: the value's rank is within 1/QUANTILE_ACCURACY of the rows of q's.
+    # The KLL sketch's quantile: its rank is within the sketch's error (0.28% at k = 1000,
+    # 99% confidence; 0.5% allowed here) of q's.
     ordered = np.sort(present)
-    slack = 1 / QUANTILE_ACCURACY + 1 / present.size
+    slack = RANK_ERROR + 1 / present.size
     for q in QUANTILES:
         v = profile["quantiles"][quantile_name(q)]
         below = np.searchsorted(ordered, v, side="left") / present.size
@@ -144,7 +146,10 @@ def test_a_batch_profile_matches_pandas_on_the_accepted_rows(spark: Any, setup: 
         edges = np.asarray(got[name]["bins"]["edges"])
         present = accepted[name].dropna().to_numpy(dtype=np.float64)
         want = np.bincount(np.searchsorted(edges, present, side="left"), minlength=len(edges) + 1)
-        assert got[name]["bins"]["counts"] == want.tolist()
+        counts = np.asarray(got[name]["bins"]["counts"])
+        assert counts.sum() == pytest.approx(present.size, abs=len(edges))
+        # Each bin's count is the difference of two ranks read off the sketch.
+        assert np.all(np.abs(counts - want) <= 2 * RANK_ERROR * present.size + 1), (counts, want)
     plans = accepted["plan"].value_counts()
     assert {v["value"]: v["count"] for v in got["plan"]["top_values"]} == {
         p: int(plans.get(p, 0)) for p in ("basic", "plus", "premium")
@@ -207,13 +212,14 @@ def test_a_batch_with_one_feature_shifted_fails_the_check_naming_only_it(
         "ORDER BY psi DESC",
     )
     assert [(f, level) for f, level, _ in rows if level != "ok"] == [("age", "fail")]
-    # The PSI is the one numpy gives on the training deciles.
+    # The PSI on the training deciles.
     edges = np.unique(np.quantile(setup.training.column("age").to_numpy(), np.arange(1, 10) / 10))
     expected = np.bincount(np.searchsorted(edges, setup.training.column("age").to_numpy()))
     actual = np.bincount(np.searchsorted(edges, older), minlength=len(edges) + 1)
     e = np.maximum(expected / expected.sum(), 1e-4)
     a = np.maximum(actual / actual.sum(), 1e-4)
-    assert rows[0][2] == pytest.approx(float(np.sum((a - e) * np.log(a / e))), rel=1e-9)
+    # Close to the PSI numpy gives on the exact counts (the batch's are read off its sketch).
+    assert rows[0][2] == pytest.approx(float(np.sum((a - e) * np.log(a / e))), rel=0.02)
 
     # The run's report shows the drift table and the most drifted features' histograms.
     (html,) = fetch_all(
