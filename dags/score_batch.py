@@ -40,7 +40,6 @@ from airflow.sdk import (
     Param,
     TriggerRule,
     task,
-    teardown,
 )
 from airflow.sdk.exceptions import AirflowSkipException
 
@@ -157,7 +156,7 @@ with DAG(
         return check_runs(settings, planned["run_ids"], planned["max_rejected_share"])
 
     # Emitted only by a run of this task that succeeds: a skipped one emits nothing.
-    @teardown(outlets=[Asset(name=DRIFT_ASSET)])  # type: ignore[untyped-decorator]
+    @task(outlets=[Asset(name=DRIFT_ASSET)])
     def retraining_signal(planned: dict | None) -> str:  # type: ignore[type-arg]
         """Emit the drift asset when a run's feature drift failed and the signal is on."""
         # The check's records are read through the database module: loaded when it runs.
@@ -176,4 +175,5 @@ with DAG(
     planned = plan()
     stages = spark_job("stages", "plan.stages")
     checked = with_report_link(check(planned))  # type: ignore[arg-type]
-    planned >> stages >> checked >> retraining_signal(planned)
+    signal = retraining_signal(planned).as_teardown()  # type: ignore[arg-type]
+    planned >> stages >> checked >> signal
