@@ -18,8 +18,13 @@ and on `PRECOMPUTE_SCORE_SCHEDULE` if that is set.
    the predictions in the Delta history, **publish** makes them visible in one transaction. One
    Spark session for all of them, on the warm driver when one runs; each stage keeps its own
    record in `run_stages`, and a retry resumes at the stage that failed.
-3. **check**: fails when a run's counts do not add up, or when its rejected share or score drift
-   (PSI, `PRECOMPUTE_MAX_PSI`) is over its limit.
+3. **check**: fails when a run's counts do not add up, or when its rejected share, score drift
+   (PSI, `PRECOMPUTE_MAX_PSI`) or a feature's drift against the model's training data
+   (`PRECOMPUTE_DRIFT_FAIL_PSI`, `PRECOMPUTE_DRIFT_FAIL_MISSING`, or the contract's own) is over
+   its limit, naming the features; it warns for those over the warn thresholds.
+4. **retraining_signal**: with `PRECOMPUTE_RETRAIN_ON_DRIFT=true`, emits the `precompute-drift`
+   asset when a run's feature drift failed (the train_model DAG is then scheduled on it);
+   skipped otherwise. A teardown: it does not change the DAG run's state, the check does.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from jobs.run_check import check_runs
 from jobs.run_report import report_url
 from jobs.spark_tasks import spark_job
 from precompute import names
-from precompute.names import CHAMPION
+from precompute.names import CHAMPION, DRIFT_ASSET
 from precompute.settings import Settings
 
 settings = Settings()
@@ -150,7 +155,25 @@ with DAG(
         point_to(report_url(settings, planned["run_ids"][-1]))  # the newest batch's report
         return check_runs(settings, planned["run_ids"], planned["max_rejected_share"])
 
+    # Emitted only by a run of this task that succeeds: a skipped one emits nothing.
+    @task(outlets=[Asset(name=DRIFT_ASSET)])
+    def retraining_signal(planned: dict | None) -> str:  # type: ignore[type-arg]
+        """Emit the drift asset when a run's feature drift failed and the signal is on."""
+        # The check's records are read through the database module: loaded when it runs.
+        from jobs.drift_check import retraining_due
+        from precompute.database import Database
+
+        settings = Settings()
+        if not settings.retrain_on_drift:
+            raise AirflowSkipException("the retraining signal is off (PRECOMPUTE_RETRAIN_ON_DRIFT)")
+        runs = (planned or {}).get("run_ids") or []
+        due = retraining_due(settings, Database.from_settings(settings), runs)
+        if not due:
+            raise AirflowSkipException("no run's feature drift crossed a fail threshold")
+        return f"feature drift failed in {', '.join(due)}: emitted {DRIFT_ASSET}"
+
     planned = plan()
     stages = spark_job("stages", "plan.stages")
     checked = with_report_link(check(planned))  # type: ignore[arg-type]
-    planned >> stages >> checked
+    signal = retraining_signal(planned).as_teardown()  # type: ignore[arg-type]
+    planned >> stages >> checked >> signal

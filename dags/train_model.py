@@ -11,6 +11,10 @@
 4. **promote**: moves the `champion` alias to the challenger only when the `promote` Param is on
    and the challenger is better; otherwise it is skipped, saying why. Scoring runs read the
    champion from then on; `precompute model rollback` undoes it.
+
+**When it runs.** When triggered. With `PRECOMPUTE_RETRAIN_ON_DRIFT=true` also on the
+`precompute-drift` asset, which the score_batch DAG emits when a run's feature drift crosses a
+fail threshold: it then retrains with the default Params (set them to the model to retrain).
 """
 
 from __future__ import annotations
@@ -19,19 +23,22 @@ import dataclasses
 import datetime
 import json
 
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, Asset, Param, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from jobs.model_kinds import MODEL_KINDS
 from jobs.promotion import Comparison, compare_challenger, promote_challenger
 from jobs.spark_tasks import spark_job
+from precompute.names import DRIFT_ASSET
 from precompute.settings import Settings
+
+settings = Settings()
 
 with DAG(
     dag_id="train_model",
     description="Train and register a model version; promote it when asked and better.",
     doc_md=__doc__,
-    schedule=None,
+    schedule=[Asset(name=DRIFT_ASSET)] if settings.retrain_on_drift else None,
     start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
     catchup=False,
     max_active_runs=1,  # evaluate reads the challenger alias this run's training set

@@ -36,6 +36,7 @@ from jobs.bundle.format import read_bundle
 from jobs.bundle.runtime import compile_bundle
 from jobs.model_kinds import Task, feature_layout, task_for
 from jobs.monitoring import reference_distribution
+from jobs.profile_store import profile_training_data
 from jobs.registration import register
 from jobs.train_request import TrainingDataError, TrainRequest, TrainResult
 from jobs.training_data import read_training_data
@@ -121,6 +122,7 @@ def train(
             reference_scores=_reference(scores, names),
             aliases=request.aliases,
         )
+    profile_training_data(db, contract, version.version_id, table)
     return TrainResult(version, len(train_rows), len(valid_rows), parity)
 
 

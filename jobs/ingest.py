@@ -15,7 +15,7 @@ import datetime
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from jobs import validation
 from jobs.lake import Txn, lake
@@ -29,6 +29,7 @@ from precompute.errors import PrecomputeError
 from precompute.settings import Settings
 
 if TYPE_CHECKING:
+    from pyspark.sql import Column as SparkColumn
     from pyspark.sql import DataFrame, SparkSession
 
     from jobs.batch_files import Format
@@ -123,8 +124,13 @@ def _ingest(
 ) -> IngestResult:
     # Imported here, not at the top: `precompute` builds its parser from this module, and
     # these pull in pyarrow, which every other command would pay for at start-up.
+    from pyspark.sql import Observation
+
+    from jobs.batch_catalogue import record_batch
     from jobs.batch_files import batch_files, detect_format, read_errors
     from jobs.batch_reader import read_batch
+    from jobs.profile_store import newest_training_edges, store_batch_profile
+    from jobs.profiles import batch_profile, outside_aggregates, profile_aggregates
 
     engine = lake(spark, settings)
     ingested_at = datetime.datetime.now(datetime.UTC)
@@ -149,10 +155,25 @@ def _ingest(
     files = batch_files(request.input_path)
     fmt = request.format or detect_format(files)
     raw = read_batch(spark, files, fmt, contract)
+    profiling = settings.profile_batches
     with read_errors(files):
         validated = validation.validate(raw, contract)  # its duplicate check reads the batch
-        counts, q = _quarantine(engine, validated, targets, txn, metadata(run_id, request.batch_id))
+        outside = outside_aggregates(contract) if profiling else []
+        counts, q, figures = _quarantine(
+            engine, validated, targets, txn, metadata(run_id, request.batch_id), outside
+        )
     recorder.record_ingest(counts)
+    record_batch(
+        recorder.db,
+        dataset=contract.name,
+        contract_version=contract.version,
+        batch_id=request.batch_id,
+        run_id=run_id,
+        input_path=request.input_path,
+        fmt=fmt,
+        files=files,
+        ingested_at=ingested_at,
+    )
     share = counts.quarantined / counts.read if counts.read else 0.0
     if share > limit:
         raise RejectedShareExceeded(
@@ -162,12 +183,20 @@ def _ingest(
             "to incoming. Fix the input, or rerun with a higher --max-rejected-share to "
             "append the valid rows."
         )
+    accepted = validated.where(validated[validation.ROUTE] == validation.INCOMING)
+    # The profile of the accepted rows is observed as they are written: no pass of its own.
+    profiled = Observation(f"profile-{txn.app_id}")
+    if profiling:
+        accepted = accepted.observe(profiled, *profile_aggregates(contract))
     with read_errors(files):
         i = engine.append(
-            validated.where(validated[validation.ROUTE] == validation.INCOMING),
-            targets[validation.INCOMING],
-            txn,
-            metadata(run_id, request.batch_id),
+            accepted, targets[validation.INCOMING], txn, metadata(run_id, request.batch_id)
+        )
+    if profiling:
+        edges = newest_training_edges(recorder.db, contract.name)
+        profile = batch_profile(spark, contract, {**figures, **profiled.get}, edges)
+        store_batch_profile(
+            recorder.db, contract.name, contract.version, request.batch_id, run_id, profile
         )
     return IngestResult(request.batch_id, run_id, counts, i.version, q.version, False)
 
@@ -178,12 +207,14 @@ def _quarantine(
     targets: dict[str, Target],
     txn: Txn,
     metadata: dict[str, str],
-) -> tuple[IngestCounts, CommitResult]:
-    """Append the rejected rows to the quarantine, counting every row on the way.
+    profile: list[SparkColumn],
+) -> tuple[IngestCounts, CommitResult, dict[str, Any]]:
+    """Append the rejected rows to the quarantine, counting every row on the way; with the
+    counts, the figures of the `profile` aggregates (`jobs.profiles`).
 
-    The quarantine is written first, by a pass that also counts every row and the quarantined
-    rows' reason codes (an observation, not a second job), so the rejected share is known
-    before incoming is touched. Incoming is a
+    The quarantine is written first, by a pass that also counts every row, the quarantined
+    rows' reason codes and profiles the accepted ones (an observation, not a second job), so
+    the rejected share is known before incoming is touched. Incoming is a
     second pass: caching the validated rows instead measured slower than reading again.
     """
     # pyspark is heavy: `precompute` builds its parser from this module.
@@ -197,6 +228,7 @@ def _quarantine(
         F.count(F.when(route == validation.QUARANTINE, 1)).alias("quarantined"),
         # Per reason code, in the same pass: only quarantined rows carry reasons.
         *validation.reason_counts(),
+        *profile,
     ]
     q = engine.append(
         validated.observe(seen, *counted).where(route == validation.QUARANTINE),
@@ -210,7 +242,7 @@ def _quarantine(
     )
     read, quarantined = int(figures["read"]), int(figures["quarantined"])
     reasons = {code: int(figures[code]) for code in validation.REASON_CODES if figures[code]}
-    return IngestCounts(read, read - quarantined, quarantined, reasons), q
+    return IngestCounts(read, read - quarantined, quarantined, reasons), q, figures
 
 
 def metadata(run_id: str, batch_id: str) -> dict[str, str]:

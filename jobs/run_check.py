@@ -1,9 +1,12 @@
-"""The check a published scoring run must pass: its counts add up, and its rejected share and
-score drift (PSI against the model's training reference) are within their limits. Pass or fail,
-it stores the run's report (`jobs.run_report`) and ends its log with the report's address."""
+"""The check a published scoring run must pass: its counts add up, and its rejected share,
+score drift (PSI against the model's training reference) and feature drift (each feature's
+batch profile against its training profile, `jobs.drift_check`) are within their limits. Pass
+or fail, it stores the run's report (`jobs.run_report`) and ends its log with the report's
+address."""
 
 from __future__ import annotations
 
+from jobs import drift_check
 from jobs.run_records import RunRecorder
 from jobs.run_report import write_report
 from precompute import database
@@ -72,6 +75,16 @@ def check_run(settings: Settings, run_id: str, max_rejected_share: float, max_ps
             f"score drift PSI {psi:.4f} is over the limit {max_psi} (PRECOMPUTE_MAX_PSI): "
             "the scores no longer look like the model's training reference"
         )
+    features = drift_check.measure_run(settings, db, run_id, MIN_DRIFT_ROWS)
+    failed = [drift_check.describe(d) for d in features or [] if d.level == "fail"]
+    warned = [drift_check.describe(d) for d in features or [] if d.level == "warn"]
+    if failed:
+        problems.append(
+            "feature drift against the model's training data over the fail threshold: "
+            + ", ".join(failed)
+        )
+    if warned:
+        print(f"run {run_id}: warning: feature drift over the warn threshold: {', '.join(warned)}")
     recorder = RunRecorder(db, run_id, mode, batch, lease_seconds=settings.stage_lease_seconds)
     if problems:
         message = f"run {run_id}: " + "; ".join(problems)
@@ -85,6 +98,9 @@ def check_run(settings: Settings, run_id: str, max_rejected_share: float, max_ps
         if drift_checked
         else f", drift not checked ({scored} rows; it needs {MIN_DRIFT_ROWS})"
     )
+    if features is not None:
+        drift += f", {len(features)} features within their drift limits"
+        drift += f" ({len(warned)} warned)" if warned else ""
     return f"run {run_id}: {published} predictions published, counts add up{drift}"
 
 

@@ -1,7 +1,8 @@
 """A scoring run's HTML report, rendered from its records and stored next to them.
 
 What it shows: the row funnel (read, accepted, quarantined by reason, scored, published), the
-score distribution against the model version's training reference with its PSI, the stage
+score distribution against the model version's training reference with its PSI, each
+feature's drift against the training data with histograms of the most drifted, the stage
 timings, and for a full rescore the comparison with what the champion serves for the same
 entities. The page is one self-contained HTML document (its sections: `jobs.report_sections`):
 inline styles, the charts as SVG images in `data:` URLs (`jobs.report_charts`), no script and
@@ -22,6 +23,7 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
+from jobs import report_drift
 from jobs import report_sections as sections
 from jobs.run_records import QUARANTINE_REASONS
 from precompute import serving_store as store
@@ -139,6 +141,7 @@ def render_report(db: Database, run_id: str) -> str:
         sections.summary(run, stopped_at(run, stages)),
         sections.funnel(run, metrics.get(QUARANTINE_REASONS), metrics.get("unpublished_ids")),
         sections.scores(run, metrics),
+        report_drift.feature_drift(db, run_id),
         sections.timings(run, stages, STAGES.get(run["mode"], ())),
     ]
     if run["mode"] == "full":

@@ -35,6 +35,26 @@ class ContractError(PrecomputeError):
     """A contract file is missing or invalid."""
 
 
+class DriftThresholds(BaseModel):
+    """A column's own drift thresholds, overriding the PRECOMPUTE_DRIFT_* settings: PSI against
+    the training data (`warn`, `fail`) and change of the missing share (`missing_*`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    warn: float | None = Field(None, ge=0)
+    fail: float | None = Field(None, ge=0)
+    missing_warn: float | None = Field(None, ge=0, le=1)
+    missing_fail: float | None = Field(None, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _warn_before_fail(self) -> DriftThresholds:
+        for warn, fail in (("warn", "fail"), ("missing_warn", "missing_fail")):
+            low, high = getattr(self, warn), getattr(self, fail)
+            if low is not None and high is not None and low > high:
+                raise ValueError(f"drift.{warn} {low} is above drift.{fail} {high}")
+        return self
+
+
 class Column(BaseModel):
     """One column: its type and the rules every value must meet."""
 
@@ -48,6 +68,7 @@ class Column(BaseModel):
     allowed: tuple[str, ...] | None = None
     max_length: int | None = Field(None, gt=0)
     description: str = ""
+    drift: DriftThresholds | None = None
 
     @model_validator(mode="after")
     def _rules_fit_the_type(self) -> Column:

@@ -19,6 +19,10 @@ READ_SCOPE = "predictions:read"
 SUBMIT_SCOPE = "score-requests:write"
 SCOPES = (READ_SCOPE, SUBMIT_SCOPE)
 
+# The Airflow asset the scoring DAG's check emits when a run's feature drift crosses a fail
+# threshold (with PRECOMPUTE_RETRAIN_ON_DRIFT): the train_model DAG is scheduled on it.
+DRIFT_ASSET = "precompute-drift"
+
 # Where the lookup API serves a run's report (the check task links to it).
 RUN_REPORT_PATH = "/v1/runs/{run_id}/report"
 

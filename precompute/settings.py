@@ -137,6 +137,42 @@ class Settings(BaseSettings):
         description="The scoring DAG's check fails a run whose score drift (PSI against the "
         "model's training reference) is above this.",
     )
+    profile_batches: bool = Field(
+        True,
+        description="Profile every ingested batch's features in the ingest's own pass (see "
+        "Data quality and drift); off only to measure what profiling costs.",
+    )
+    drift_warn_psi: float = Field(
+        0.1,
+        ge=0,
+        description="A feature whose PSI against the model's training data is above this gets "
+        "a warning from the scoring DAG's check (a contract column's drift.warn overrides it).",
+    )
+    drift_fail_psi: float = Field(
+        0.25,
+        ge=0,
+        description="A feature whose PSI against the model's training data is above this fails "
+        "the scoring DAG's check, named (a contract column's drift.fail overrides it).",
+    )
+    drift_warn_missing: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Warn when a feature's missing share differs from training by more than "
+        "this (a contract column's drift.missing_warn overrides it).",
+    )
+    drift_fail_missing: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="Fail the check when a feature's missing share differs from training by "
+        "more than this (a contract column's drift.missing_fail overrides it).",
+    )
+    retrain_on_drift: bool = Field(
+        False,
+        description="When a run's feature drift crosses a fail threshold, emit the Airflow "
+        "asset `precompute-drift`, which schedules the train_model DAG.",
+    )
     publish_streams: int | None = Field(
         None,
         ge=1,

@@ -123,7 +123,12 @@ def test_score_batch_runs_ingest_score_and_publish_on_the_cluster(
 
     run = run_dag("score_batch", {"input_path": str(batch)})
 
-    assert states(run) == {"plan": "success", "stages": "success", "check": "success"}
+    assert states(run) == {
+        "plan": "success",
+        "stages": "success",
+        "check": "success",
+        "retraining_signal": "skipped",  # PRECOMPUTE_RETRAIN_ON_DRIFT is off
+    }
     [(read, quarantined, published)] = fetch_all(
         env.admin_url,
         "SELECT rows_read, rows_quarantined, rows_published FROM precompute.runs "

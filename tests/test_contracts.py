@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from jobs.feature_drift import Thresholds, thresholds_for
 from precompute.contracts import ContractError, load_contract, parse_contract
 from precompute.settings import Settings
 
@@ -65,6 +66,11 @@ def test_a_missing_version_lists_the_versions(tmp_path: Path) -> None:
         (('name = "size"', 'name = "thing_id"'), "columns declared twice: thing_id"),
         (('type = "double"', 'type = "decimal"'), "features.0.type"),
         (('name = "size"', 'name = "_size"'), "features.0.name"),
+        (
+            ('type = "double"', 'type = "double"\ndrift = { warn = 0.5, fail = 0.2 }'),
+            "above drift.fail",
+        ),
+        (('type = "double"', 'type = "double"\ndrift = { psi = 0.5 }'), "features.0.drift.psi"),
     ],
 )
 def test_an_invalid_contract_names_the_problem(
@@ -80,3 +86,25 @@ def test_a_contract_must_sit_where_its_name_and_version_say(tmp_path: Path) -> N
     write(tmp_path, VALID, version=2)
     with pytest.raises(ContractError, match="declares things/v1 but its place says things/v2"):
         load_contract(tmp_path, "things", 2)
+
+
+def test_a_columns_drift_thresholds_override_the_settings(
+    tmp_path: Path, settings: Settings
+) -> None:
+    text = VALID.replace(
+        'type = "double"', 'type = "double"\ndrift = { fail = 0.5, missing_warn = 0.1 }'
+    )
+    text += '[[features]]\nname = "colour"\ntype = "string"\n'
+    contract = parse_contract(write(tmp_path, text))
+    defaults = settings.model_copy(
+        update={
+            "drift_warn_psi": 0.1,
+            "drift_fail_psi": 0.25,
+            "drift_warn_missing": 0.05,
+            "drift_fail_missing": 0.2,
+        }
+    )
+    assert thresholds_for(defaults, contract) == {
+        "size": Thresholds(warn=0.1, fail=0.5, missing_warn=0.1, missing_fail=0.2),
+        "colour": Thresholds(warn=0.1, fail=0.25, missing_warn=0.05, missing_fail=0.2),
+    }

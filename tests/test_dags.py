@@ -33,6 +33,7 @@ from jobs.run_check import RunCheckFailed, check_run
 from jobs.sample_data import customers, with_bad_rows
 from precompute import database
 from precompute.database import Database
+from precompute.names import DRIFT_ASSET
 from precompute.settings import Settings
 
 
@@ -66,6 +67,15 @@ def test_every_dag_imports_with_tags_retries_and_documented_params(env: Env) -> 
         for name, param in dag.params.items():
             assert param.description, f"{dag.dag_id}: Param {name} has no description"
             assert param.schema.get("type") or param.schema.get("enum"), (dag.dag_id, name)
+
+
+def test_the_retraining_signal_is_a_teardown_emitting_the_drift_asset(env: Env) -> None:
+    bag = dagbag()
+    signal = bag.dags["score_batch"].get_task("retraining_signal")
+    assert signal.is_teardown and signal.upstream_task_ids == {"check", "plan"}
+    assert [asset.name for asset in signal.outlets] == [DRIFT_ASSET]
+    # Off by default: train_model runs only when triggered.
+    assert type(bag.dags["train_model"].timetable).__name__ == "NullTimetable"
 
 
 def test_a_bad_param_is_rejected(env: Env) -> None:
@@ -128,7 +138,12 @@ def test_score_batch_publishes_what_sql_and_the_lookup_api_return(
         with_bad_rows(customers(500, seed=3, label=False), bad=10), batch / "part-0.parquet"
     )
     run = run_dag("score_batch", {"input_path": str(batch)})
-    assert states(run) == {"plan": "success", "stages": "success", "check": "success"}
+    assert states(run) == {
+        "plan": "success",
+        "stages": "success",
+        "check": "success",
+        "retraining_signal": "skipped",  # PRECOMPUTE_RETRAIN_ON_DRIFT is off
+    }
     run_id = f"score-b-0001-churn-v{champion}"
     reader = database.with_role(env.admin_url, "reader", settings)
     [(state, read, quarantined, published)] = fetch_all(
@@ -178,7 +193,12 @@ def test_batches_landed_together_are_scored_in_landing_order_each_once(
         )
         os.utime(folder, (1_700_000_000 + n, 1_700_000_000 + n))
     run = run_dag("score_batch", {})
-    assert states(run) == {"plan": "success", "stages": "success", "check": "success"}
+    assert states(run) == {
+        "plan": "success",
+        "stages": "success",
+        "check": "success",
+        "retraining_signal": "skipped",  # PRECOMPUTE_RETRAIN_ON_DRIFT is off
+    }
     rows = fetch_all(
         env.admin_url,
         "SELECT r.batch_id, r.state, r.rows_published, s.started_at FROM precompute.runs r "
@@ -283,7 +303,12 @@ def test_a_scheduled_run_with_no_new_batch_answers_pending_score_requests(
         assert submitted.status_code == 202, submitted.text
         request_id = submitted.json()["request_id"]
         run = run_dag("score_batch", {})  # nothing new under the landing root
-        assert states(run) == {"plan": "success", "stages": "success", "check": "success"}
+        assert states(run) == {
+            "plan": "success",
+            "stages": "success",
+            "check": "success",
+            "retraining_signal": "skipped",  # PRECOMPUTE_RETRAIN_ON_DRIFT is off
+        }
         done = httpx.get(f"{base}/v1/score-requests/{request_id}", headers=auth).json()
         assert done["state"] == "done" and done["run_id"].startswith("requests-churn-")
         served = httpx.get(f"{base}/v1/predictions/c900000?model=churn", headers=auth).json()

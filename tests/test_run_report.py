@@ -427,6 +427,7 @@ def test_the_report_opens_in_a_browser_with_nothing_loaded_from_outside(
         assert browsing.page.locator("h2").all_inner_texts() == [
             "Row funnel",
             "Scores against the training reference",
+            "Feature drift against the training data",
             "Stage timings",
         ]
         natural = browsing.page.eval_on_selector_all(
