@@ -79,11 +79,11 @@ with DAG(
         from jobs.bundle.format import BundleError
         from jobs.external_models import (
             ExternalModel,
+            RegistrationRefused,
             parse_classes,
             parse_contract_ref,
             register_external,
         )
-        from jobs.registry import RegistryError
 
         p = params or {}
         dataset, version = parse_contract_ref(p["contract"])
@@ -99,7 +99,7 @@ with DAG(
         settings = Settings()
         try:
             registered = register_external(Database.from_settings(settings), settings, request)
-        except (BundleError, RegistryError) as exc:
+        except (BundleError, RegistrationRefused) as exc:
             # A refused model is refused again a minute later: fail without a retry (a
             # database that is down still retries).
             raise AirflowFailException(str(exc)) from exc

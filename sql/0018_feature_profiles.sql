@@ -80,6 +80,53 @@ CREATE TABLE precompute.batch_files (
 );
 COMMENT ON TABLE precompute.batch_files IS 'The files of each ingested batch.';
 
+COMMENT ON COLUMN precompute.feature_profiles.profile_id IS 'Row key.';
+COMMENT ON COLUMN precompute.feature_profiles.subject IS 'batch (an ingested batch''s accepted rows) or training (a model version''s training data).';
+COMMENT ON COLUMN precompute.feature_profiles.dataset IS 'Dataset (contract name).';
+COMMENT ON COLUMN precompute.feature_profiles.contract_version IS 'Contract version the rows were read with.';
+COMMENT ON COLUMN precompute.feature_profiles.batch_id IS 'The batch profiled; null for training.';
+COMMENT ON COLUMN precompute.feature_profiles.run_id IS 'The ingest run that profiled it; null for training.';
+COMMENT ON COLUMN precompute.feature_profiles.model_version_id IS 'The model version trained on the rows; null for batches.';
+COMMENT ON COLUMN precompute.feature_profiles.feature IS 'Feature (contract column).';
+COMMENT ON COLUMN precompute.feature_profiles.type IS 'The column''s contract type.';
+COMMENT ON COLUMN precompute.feature_profiles.rows IS 'Rows profiled.';
+COMMENT ON COLUMN precompute.feature_profiles.missing IS 'Rows where the feature is null (or NaN).';
+COMMENT ON COLUMN precompute.feature_profiles.min_value IS 'Smallest value (numbers).';
+COMMENT ON COLUMN precompute.feature_profiles.max_value IS 'Largest value (numbers).';
+COMMENT ON COLUMN precompute.feature_profiles.mean IS 'Mean (numbers).';
+COMMENT ON COLUMN precompute.feature_profiles.std IS 'Population standard deviation (numbers).';
+COMMENT ON COLUMN precompute.feature_profiles.quantiles IS 'Quantiles p01..p99 (numbers): exact for training, from a KLL sketch for batches.';
+COMMENT ON COLUMN precompute.feature_profiles.bins IS 'Training: the decile edges; batches: the count per training decile bin (numbers).';
+COMMENT ON COLUMN precompute.feature_profiles.top_values IS 'Most frequent values with their counts (strings, booleans).';
+COMMENT ON COLUMN precompute.feature_profiles.outside_share IS 'Share of values outside the contract''s allowed list (strings with a list).';
+COMMENT ON COLUMN precompute.feature_profiles.first_time IS 'Earliest value (timestamps, dates).';
+COMMENT ON COLUMN precompute.feature_profiles.last_time IS 'Latest value (timestamps, dates).';
+COMMENT ON COLUMN precompute.feature_profiles.profiled_at IS 'When the profile was stored.';
+COMMENT ON COLUMN precompute.feature_drift.run_id IS 'The scoring run.';
+COMMENT ON COLUMN precompute.feature_drift.feature IS 'Feature (contract column).';
+COMMENT ON COLUMN precompute.feature_drift.measure IS 'psi (numbers, on the training deciles) or category_psi (strings, booleans).';
+COMMENT ON COLUMN precompute.feature_drift.psi IS 'Population stability index of the batch against training.';
+COMMENT ON COLUMN precompute.feature_drift.estimated IS 'Whether the bin shares were read off quantiles (batch not counted on these bins).';
+COMMENT ON COLUMN precompute.feature_drift.missing_share IS 'The batch''s share of missing values.';
+COMMENT ON COLUMN precompute.feature_drift.training_missing_share IS 'The training data''s share of missing values.';
+COMMENT ON COLUMN precompute.feature_drift.level IS 'ok, warn or fail, by the thresholds.';
+COMMENT ON COLUMN precompute.feature_drift.thresholds IS 'The thresholds applied (settings, or the contract''s overrides).';
+COMMENT ON COLUMN precompute.feature_drift.detail IS 'Bin shares of both sides, for the report.';
+COMMENT ON COLUMN precompute.feature_drift.recorded_at IS 'When the check recorded it.';
+COMMENT ON COLUMN precompute.batches.dataset IS 'Dataset (contract name).';
+COMMENT ON COLUMN precompute.batches.batch_id IS 'Batch id.';
+COMMENT ON COLUMN precompute.batches.contract_version IS 'Contract version it was read with.';
+COMMENT ON COLUMN precompute.batches.input_path IS 'Where it was read from.';
+COMMENT ON COLUMN precompute.batches.format IS 'csv, json or parquet.';
+COMMENT ON COLUMN precompute.batches.landed_at IS 'When it landed (its folder''s modification time); null when not known.';
+COMMENT ON COLUMN precompute.batches.ingested_at IS 'When it was ingested.';
+COMMENT ON COLUMN precompute.batches.ingest_run_id IS 'The run that ingested it.';
+COMMENT ON COLUMN precompute.batch_files.dataset IS 'Dataset (contract name).';
+COMMENT ON COLUMN precompute.batch_files.batch_id IS 'Batch id.';
+COMMENT ON COLUMN precompute.batch_files.path IS 'The file.';
+COMMENT ON COLUMN precompute.batch_files.size_bytes IS 'Its size in bytes.';
+COMMENT ON COLUMN precompute.batch_files.modified_at IS 'Its modification time.';
+
 GRANT SELECT, INSERT, UPDATE, DELETE ON precompute.feature_profiles, precompute.feature_drift,
     precompute.batches, precompute.batch_files TO precompute_writer;
 GRANT SELECT ON precompute.feature_profiles, precompute.feature_drift, precompute.batches,
@@ -131,7 +178,7 @@ COMMENT ON COLUMN analytics.feature_profiles.max_value IS 'Largest value (number
 COMMENT ON COLUMN analytics.feature_profiles.mean IS 'Mean (numbers).';
 COMMENT ON COLUMN analytics.feature_profiles.std IS 'Population standard deviation (numbers).';
 COMMENT ON COLUMN analytics.feature_profiles.median IS
-    'Median (numbers); for batches percentile_approx''s, its rank within 1/10,000 of the rows.';
+    'Median (numbers); for batches from a KLL sketch (rank within about 0.3% of the rows).';
 COMMENT ON COLUMN analytics.feature_profiles.quantiles IS
     'Quantiles p01, p05, p10, ..., p95, p99 (numbers), approximate as the median.';
 COMMENT ON COLUMN analytics.feature_profiles.bins IS

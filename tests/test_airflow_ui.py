@@ -134,6 +134,11 @@ def assert_triggerable(dialog: Locator, dag_id: str) -> None:
     expect(dialog.get_by_text("This field is required"), dag_id).to_have_count(0)
 
 
+# Params with no sensible default, which a user fills in: the form must ask for them (its
+# Trigger button disabled until then), and accept the rest as they are.
+REQUIRED = {"register_model": {"bundle_path": "/data/models/churn.zip"}}
+
+
 def test_every_dag_can_be_triggered_from_its_form_with_its_defaults(
     airflow: Standalone, params: dict[str, list[str]]
 ) -> None:
@@ -147,6 +152,10 @@ def test_every_dag_can_be_triggered_from_its_form_with_its_defaults(
         sign_in(browsing.page, airflow)
         for dag_id in dag_ids:
             dialog = open_trigger_form(browsing.page, airflow, dag_id, params[dag_id])
+            for name, value in REQUIRED.get(dag_id, {}).items():
+                submit = dialog.get_by_test_id("trigger-dag-submit")
+                expect(submit, f"{dag_id}: {name} is required").to_be_disabled()
+                dialog.locator(f"#element_{name}").fill(value)
             assert_triggerable(dialog, dag_id)
         assert browsing.refused == []  # the UI loads nothing from the internet
 
