@@ -24,7 +24,9 @@ class Airflow:
         self._token = token["access_token"]
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        answer = http.call(method, self.base + path, body, token=self._token)
+        # Longer than the minute Airflow's writes may wait for SQLite's lock on a busy machine
+        # (jobs.airflow_environment): a slow answer is not a failed one.
+        answer = http.call(method, self.base + path, body, token=self._token, timeout=90)
         if not answer.ok:
             raise AirflowError(
                 f"Airflow answered {answer.status} to {method} {path}: {answer.text()[:500]}"

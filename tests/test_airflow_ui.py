@@ -197,7 +197,8 @@ def test_score_batch_triggered_from_its_form_succeeds_and_its_log_shows_the_job(
         expect(submit).to_be_enabled(timeout=30_000)
         submit.click()
         # Chakra's toaster can hold the same toast twice while it animates in: any one will do.
-        expect(tab.get_by_text("Dag Run Triggered").first).to_be_visible()
+        # The trigger is a write, which may wait up to a minute for SQLite's lock under load.
+        expect(tab.get_by_text("Dag Run Triggered").first).to_be_visible(timeout=90_000)
 
         [run] = rest.runs("score_batch")
         assert run["triggered_by"] == "ui" and run["conf"]["input_path"] == str(batch), run
