@@ -9,11 +9,17 @@ contract validation, duplicate detection, quarantine and incoming Delta commits,
 and the profile of every feature (counted on training decile bins: the benchmark stores a
 training profile for its dataset first, as a trained model would). Targets: the ingest at least
 80% of the plain copy's rows/s; with profiling at least 95% of without.
+
+Beside each wall-clock time it prints the CPU seconds the whole machine spent meanwhile
+(/proc/stat: the JVM, its Python workers, PostgreSQL) and the seconds the hypervisor held the
+machine's CPUs back (steal): on a shared virtual machine the wall clock of the same work varies
+by half, its CPU seconds much less, so the profile's cost is read from both.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -131,6 +137,7 @@ def main() -> None:
 
     spark = spark_session(settings, "bench-ingest")
     copy_times, profiled_times, plain_times = [], [], []
+    profiled_cpu, plain_cpu = [], []
     unprofiled = settings.model_copy(update={"profile_batches": False})
     for attempt in range(args.repeat + 1):  # the first round warms the JVM up, not counted
         out = work / "copy"
@@ -140,19 +147,27 @@ def main() -> None:
         copy = time.perf_counter() - started
         # Alternate which ingest goes first, so neither always finds the caches warmer.
         order = [("profiled", settings), ("unprofiled", unprofiled)]
-        took = {}
+        took: dict[str, float] = {}
+        cpu: dict[str, tuple[float, float]] = {}
         for name, chosen in order if attempt % 2 else order[::-1]:
+            before = cpu_seconds()
             took[name] = timed_ingest(spark, chosen, work, data, f"bench-{name}-{attempt}", args)
+            after = cpu_seconds()
+            cpu[name] = (after[0] - before[0], after[1] - before[1])
         label = "warm-up" if attempt == 0 else f"round {attempt}"
         print(
             f"{label}: plain copy {copy:.1f}s ({args.rows / copy:,.0f} rows/s), ingest with "
-            f"profile {took['profiled']:.1f}s ({args.rows / took['profiled']:,.0f} rows/s), "
-            f"without {took['unprofiled']:.1f}s ({args.rows / took['unprofiled']:,.0f} rows/s)"
+            f"profile {took['profiled']:.1f}s ({args.rows / took['profiled']:,.0f} rows/s, "
+            f"CPU {cpu['profiled'][0]:.1f}s, steal {cpu['profiled'][1]:.1f}s), without "
+            f"{took['unprofiled']:.1f}s ({args.rows / took['unprofiled']:,.0f} rows/s, "
+            f"CPU {cpu['unprofiled'][0]:.1f}s, steal {cpu['unprofiled'][1]:.1f}s)"
         )
         if attempt:
             copy_times.append(copy)
             profiled_times.append(took["profiled"])
             plain_times.append(took["unprofiled"])
+            profiled_cpu.append(cpu["profiled"][0])
+            plain_cpu.append(cpu["unprofiled"][0])
     copy_rate = args.rows / statistics.median(copy_times)
     ingest_rate = args.rows / statistics.median(profiled_times)
     plain_rate = args.rows / statistics.median(plain_times)
@@ -164,7 +179,21 @@ def main() -> None:
     print(f"ingest / copy: {ratio:.2f} (target >= 0.80): {'MET' if ratio >= 0.8 else 'NOT MET'}")
     verdict = "MET" if kept >= 0.95 else "NOT MET"
     print(f"with / without profile: {kept:.3f} (target >= 0.95): {verdict}")
+    with_cpu, without_cpu = statistics.median(profiled_cpu), statistics.median(plain_cpu)
+    print(
+        f"CPU seconds per ingest (median): with profile {with_cpu:.1f}, without "
+        f"{without_cpu:.1f}: the profile costs {with_cpu / without_cpu - 1:+.1%} of the CPU"
+    )
     shutil.rmtree(contracts, ignore_errors=True)
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """Seconds of CPU the machine has spent working since boot, all cores together, and seconds
+    the hypervisor kept them waiting (steal), from the first line of /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / ticks, steal / ticks
 
 
 def timed_ingest(

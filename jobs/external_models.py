@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from jobs.booster_packaging import ModelFormat, booster_bundle, detect_format
-from jobs.bundle.format import MAX_BUNDLE_BYTES, METADATA_FILE, BundleError, read_bundle
+from jobs.bundle.format import (
+    MAX_BUNDLE_BYTES,
+    METADATA_FILE,
+    UNREADABLE_ENTRY,
+    BundleError,
+    read_bundle,
+)
 from jobs.bundle_checks import check_against_contract
 from jobs.registration import register
 from jobs.registry import ModelVersion, RegistryError, check_name
@@ -122,7 +128,7 @@ def register_external(db: Database, settings: Settings, request: ExternalModel) 
     }
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch, "bundle.zip")
-        path.write_bytes(with_metadata(content, metadata))
+        path.write_bytes(with_metadata(content, metadata, str(request.source)))
         return register(
             db,
             settings.models_root,
@@ -133,16 +139,23 @@ def register_external(db: Database, settings: Settings, request: ExternalModel) 
         )
 
 
-def with_metadata(content: bytes, metadata: dict[str, Any]) -> bytes:
-    """The zipped bundle with precompute.json added (MLeap ignores files it does not know)."""
+def with_metadata(content: bytes, metadata: dict[str, Any], source: str) -> bytes:
+    """The zipped bundle with precompute.json added (MLeap ignores files it does not know);
+    every file is copied, so one the runtime never reads must be readable too."""
     out = io.BytesIO()
     with (
-        zipfile.ZipFile(io.BytesIO(content)) as source,
+        zipfile.ZipFile(io.BytesIO(content)) as bundle,
         zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive,
     ):
-        for item in source.infolist():
-            if item.filename != METADATA_FILE:  # a packaged booster's empty one is replaced
-                archive.writestr(item, source.read(item))
+        for item in bundle.infolist():
+            if item.filename == METADATA_FILE:  # a packaged booster's empty one is replaced
+                continue
+            try:
+                archive.writestr(item, bundle.read(item))
+            except UNREADABLE_ENTRY as exc:
+                raise BundleError(
+                    f"bundle {source} has no readable {item.filename}: {exc}"
+                ) from exc
         archive.writestr(METADATA_FILE, json.dumps(metadata, indent=2, sort_keys=True))
     return out.getvalue()
 

@@ -17,7 +17,7 @@ from bundle_fixtures import user_pipeline
 from conftest import airflow_env, fetch_all, run_cli, run_dag, states
 
 from jobs import bundle_store
-from jobs.bundle.format import read_bundle
+from jobs.bundle.format import BundleError, read_bundle
 from jobs.bundle.runtime import compile_bundle
 from jobs.external_models import ExternalModel, RegistrationRefused, register_external
 from jobs.registry import ModelVersion, Registry
@@ -412,3 +412,126 @@ def test_boosters_trained_on_category_values_not_codes_are_refused(
     for name in ("cats.json", "cats.txt"):
         with pytest.raises(RegistrationRefused, match="trained on pandas categories"):
             add(job_settings, tmp_path / name, f"byo-{name.replace('.', '-')}")
+
+
+def _user_zip(tmp_path: Path) -> Path:
+    table = customers(300, seed=8)
+    target = table.column("churned").to_numpy(zero_copy_only=False)
+    _, folder = user_pipeline(tmp_path, "user", table.select(NUMBERS).to_pandas(), target)
+    return folder / "user.zip"
+
+
+def _copy(source: Path, target: Path, replace: dict[str, bytes], after: Any = None) -> Path:
+    """The zip `source` written again with some entries' contents replaced, then `after(archive)`
+    called before it is closed (to add entries or change their directory records)."""
+    with (
+        zipfile.ZipFile(source) as original,
+        zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive,
+    ):
+        for item in original.infolist():
+            archive.writestr(item.filename, replace.get(item.filename, original.read(item)))
+        if after is not None:
+            after(archive)
+    return target
+
+
+def _zeros(archive: zipfile.ZipFile, name: str, mebibytes: int) -> None:
+    """An entry of zeros: it compresses a thousandfold, as a zip bomb's padding does."""
+    with archive.open(name, "w", force_zip64=True) as entry:
+        chunk = bytes(2**20)
+        for _ in range(mebibytes):
+            entry.write(chunk)
+
+
+def _damaged(source: Path, target: Path, name: str) -> Path:
+    """A copy of `source` whose entry `name` holds a deflate stream that cannot be inflated (the
+    first block's type bits set to the reserved 11), as a bad disk or a broken copy leaves one."""
+    content = bytearray(source.read_bytes())
+    with zipfile.ZipFile(source) as archive:
+        item = archive.getinfo(name)
+    header = item.header_offset
+    name_length = int.from_bytes(content[header + 26 : header + 28], "little")
+    extra_length = int.from_bytes(content[header + 28 : header + 30], "little")
+    content[header + 30 + name_length + extra_length] |= 0b110
+    target.write_bytes(bytes(content))
+    return target
+
+
+def test_hostile_zips_are_refused_in_one_line_naming_the_file_and_nothing_is_stored(
+    job_settings: Settings, tmp_path: Path
+) -> None:
+    """A zip bomb (one file, or all of them together, past the limits), a node name that climbs
+    out of the bundle's folders, a damaged entry, one whose checksum does not match and one
+    marked encrypted: each is refused in one line naming the user's file, and nothing is
+    stored."""
+    import json
+
+    user = _user_zip(tmp_path)
+    with zipfile.ZipFile(user) as original:
+        root = json.loads(original.read("root/model.json"))
+    nodes = root["attributes"]["nodes"]
+    nodes["string"] = ["../../outside", *nodes["string"][1:]]
+
+    # The directory is written when the archive closes: these change what it says.
+    def encrypted(archive: zipfile.ZipFile) -> None:
+        archive.NameToInfo["bundle.json"].flag_bits |= 0x1
+
+    def wrong_checksum(archive: zipfile.ZipFile) -> None:
+        archive.NameToInfo["bundle.json"].CRC ^= 1
+
+    hostile = {
+        "one-file-bomb": (
+            _copy(user, tmp_path / "a.zip", {}, lambda a: _zeros(a, "root/pad.bin", 257)),
+            "expands to 269,484,032 bytes, over the 268,435,456 a bundle file may hold",
+        ),
+        "all-files-bomb": (
+            _copy(
+                user,
+                tmp_path / "b.zip",
+                {},
+                lambda a: [_zeros(a, f"root/pad-{i}.bin", 220) for i in range(5)],
+            ),
+            "over the 1,073,741,824 allowed",
+        ),
+        "climbing-name": (
+            _copy(user, tmp_path / "c.zip", {"root/model.json": json.dumps(root).encode()}),
+            "node name '../../outside' is not a plain folder name",
+        ),
+        "damaged": (_damaged(user, tmp_path / "d.zip", "bundle.json"), "no readable bundle.json"),
+        # A file the runtime never reads is still copied into the registry: read, and refused.
+        "damaged-extra": (
+            _damaged(
+                _copy(user, tmp_path / "g0.zip", {}, lambda a: a.writestr("notes.txt", b"n" * 99)),
+                tmp_path / "g.zip",
+                "notes.txt",
+            ),
+            "no readable notes.txt",
+        ),
+        "wrong-checksum": (
+            _copy(user, tmp_path / "f.zip", {}, wrong_checksum),
+            "no readable bundle.json",
+        ),
+        "encrypted": (
+            _copy(user, tmp_path / "e.zip", {}, encrypted),
+            "no readable bundle.json",
+        ),
+    }
+    for case, (path, message) in hostile.items():
+        with pytest.raises(BundleError) as refused:
+            add(job_settings, path, f"byo-{case}")
+        text = str(refused.value)
+        assert message in text and str(path) in text and "\n" not in text, (case, text)
+        assert stored_versions(job_settings, f"byo-{case}") == []
+        assert not Path(job_settings.models_root, f"byo-{case}").exists()
+
+
+def test_a_bundle_folder_holding_a_symbolic_link_is_refused(
+    job_settings: Settings, tmp_path: Path
+) -> None:
+    """A link in a folder bundle could copy any file the worker can read into the registry."""
+    folder = _user_zip(tmp_path).with_suffix("")
+    (folder / "root" / "leak.json").symlink_to("/etc/passwd")
+
+    with pytest.raises(BundleError, match=r"holds a symbolic link, .*leak\.json: refused"):
+        add(job_settings, folder, "byo-link")
+    assert stored_versions(job_settings, "byo-link") == []

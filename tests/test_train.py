@@ -329,7 +329,7 @@ def test_multiclass_bundles_training_writes_agree_with_mleaps_own_runtime(
     for kind, params in (("logistic_regression", None), ("random_forest", {"n_estimators": 5})):
         _, path = export_model(tmp_path, kind, table, tier, params=params)
         metadata = read_bundle(path).metadata | {"classes": ["low", "mid", "high"]}
-        path.write_bytes(with_metadata(path.read_bytes(), metadata))
+        path.write_bytes(with_metadata(path.read_bytes(), metadata, str(path)))
         rows = customers(200, seed=67, label=False)
         checks.append((path, mleap_check.with_edge_rows(rows, read_bundle(path))))
 

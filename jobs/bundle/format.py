@@ -15,6 +15,7 @@ import io
 import json
 import posixpath
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,18 @@ class Bundle:
     nodes: tuple[Node, ...]
     metadata: dict[str, Any]  # precompute.json; empty for a bundle from elsewhere
 
+
+# What reading one file of a bundle raises when it cannot be read: a missing file (KeyError,
+# OSError), a wrong checksum (zipfile.BadZipFile), a stream that does not inflate (zlib.error),
+# an encrypted entry (RuntimeError), an unknown compression (NotImplementedError).
+UNREADABLE_ENTRY = (
+    OSError,
+    KeyError,
+    zipfile.BadZipFile,
+    zlib.error,
+    RuntimeError,
+    NotImplementedError,
+)
 
 MAX_ENTRY_BYTES = 256 * 2**20  # one file inside a bundle, uncompressed
 MAX_BUNDLE_BYTES = 1024 * 2**20  # all of them
@@ -126,9 +139,7 @@ class _Files:
                 return (self._dir / name).read_bytes()
             assert self._zip is not None
             return self._zip.read(name)
-        # A damaged entry (zipfile.BadZipFile), an encrypted one (RuntimeError), an unknown
-        # compression (NotImplementedError): all mean the file cannot be read.
-        except (OSError, KeyError, zipfile.BadZipFile, RuntimeError, NotImplementedError) as exc:
+        except UNREADABLE_ENTRY as exc:
             raise BundleError(f"bundle {self.source} has no readable {name}: {exc}") from exc
 
     def text(self, name: str) -> str:
