@@ -16,10 +16,10 @@ from sklearn import datasets
 
 from jobs import modeling
 from jobs.bundle.backends import Backend, gpu_available
-from jobs.bundle.export import float32_floor
 from jobs.bundle.format import BundleError, read_bundle
 from jobs.bundle.program import build_program
 from jobs.bundle.runtime import ScoringError, compile_bundle
+from jobs.bundle.thresholds import float32_floor
 from jobs.bundle.treelite_forest import to_treelite
 from jobs.bundle.trees import Forest, array_kernel
 from jobs.model_kinds import Task, feature_layout

@@ -33,6 +33,7 @@ from sklearn.pipeline import Pipeline
 from jobs.bundle.boosters import BoosterKind, BoosterNode
 from jobs.bundle.format import METADATA_FILE, BundleError
 from jobs.bundle.mleap_nodes import GenericNode, input_shapes
+from jobs.bundle.thresholds import float32_at_most_as_double
 
 # Under their former names as well, which jobs.bundle.boosters imports from here.
 FEATURES = "features"
@@ -143,7 +144,7 @@ def export_bundle(pipeline: Pipeline, path: Path, name: str, metadata: dict[str,
         for tree in getattr(model, "estimators_", [model]) if op in TREE_OPS else []:
             cuts = tree.tree_.threshold  # a writable view of the copied tree's nodes
             internal = tree.tree_.feature >= 0
-            cuts[internal] = [_double_threshold(t) for t in cuts[internal]]
+            cuts[internal] = [float32_at_most_as_double(t) for t in cuts[internal]]
         classifier = op == "logistic_regression" or op.endswith("classifier")
         nodes.append(_ModelPorts(model, classifier))
     elif (kind := _booster_kind(model)) is not None:
@@ -177,26 +178,6 @@ def _booster_model(kind: BoosterKind, model: Any) -> bytes:
     if kind == "xgboost":
         return bytes(model.get_booster().save_raw("ubj"))
     return str(model.booster_.model_to_string()).encode()
-
-
-def float32_floor(threshold: float) -> np.float32:
-    """The largest float32 not above `threshold`."""
-    t32 = np.float32(threshold)
-    if float(t32) > threshold:
-        t32 = np.nextafter(t32, np.float32(-np.inf))
-    return t32
-
-
-def _double_threshold(threshold: float) -> float:
-    """A split threshold M for `x <= M` on the double x (as MLeap compares) that agrees, for
-    every x, with scikit-learn's `float32(x) <= threshold`: the largest double that rounds to
-    float32_floor(threshold) or below. Our runtime compares doubles with it, as MLeap does."""
-    low = float32_floor(threshold)
-    high = np.nextafter(low, np.float32(np.inf))
-    if not np.isfinite(high):
-        return float(threshold)
-    middle = (float(low) + float(high)) / 2  # exact in float64; float32 rounds ties to even
-    return middle if np.float32(middle) == low else float(np.nextafter(middle, -np.inf))
 
 
 class _ModelPorts:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from jobs.bundle.format import BundleError
+from jobs.bundle.thresholds import float32_below_as_double
 from jobs.bundle.trees import Forest, ForestBuilder, Postprocess
 
 POSTPROCESSORS: dict[str, Postprocess] = {
@@ -24,14 +25,6 @@ POSTPROCESSORS: dict[str, Postprocess] = {
     "softmax": "softmax",
     "exponential": "exponential",
 }
-
-
-def float32_below_as_double(t32: np.float32) -> float:
-    """The largest double d with float32(d) < t32, so `x <= d` on doubles equals XGBoost's
-    `float32(x) < t32` (float32 rounds to nearest, ties to even)."""
-    low = np.nextafter(np.float32(t32), np.float32(-np.inf))  # the largest float32 below t32
-    middle = (float(low) + float(t32)) / 2  # exact in float64; the tie rounds to the even one
-    return middle if np.float32(middle) == low else float(np.nextafter(middle, -np.inf))
 
 
 def forest_from_treelite(model: Any, where: str, blank_threshold: float | None = None) -> Forest:
