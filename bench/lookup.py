@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
@@ -101,7 +103,7 @@ def wrk(url: str, script: str, seconds: int, connections: int) -> dict[str, floa
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script)
     try:
-        out = subprocess.run(
+        done = subprocess.run(
             [
                 "wrk",
                 "-t1",
@@ -114,10 +116,12 @@ def wrk(url: str, script: str, seconds: int, connections: int) -> dict[str, floa
             ],
             capture_output=True,
             text=True,
-            check=True,
-        ).stdout
+        )
     finally:
         os.unlink(handle.name)
+    if done.returncode != 0:
+        raise SystemExit(f"wrk failed against {url}: {(done.stderr or done.stdout).strip()}")
+    out = done.stdout
     figures = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
     figures["requests"] = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     for percentile in ("50", "99"):
@@ -170,8 +174,18 @@ def start_api(
         stdout=subprocess.DEVNULL,
         start_new_session=True,  # killpg reaches its workers too
     )
-    time.sleep(4)
-    return server
+    # Ready when it answers, not after a fixed sleep: on a loaded machine start-up takes longer.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                time.sleep(1)  # the second worker starts beside the first
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    server.kill()
+    raise SystemExit(f"the API on port {port} did not answer /healthz within 60 s")
 
 
 def middleware_cost(requests: int = 100_000, rounds: int = 3) -> None:
