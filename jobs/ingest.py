@@ -125,6 +125,7 @@ def _ingest(
     # Imported here, not at the top: `precompute` builds its parser from this module, and
     # these pull in pyarrow, which every other command would pay for at start-up.
     from pyspark.sql import Observation
+    from pyspark.sql import functions as F
 
     from jobs.batch_catalogue import record_batch
     from jobs.batch_files import batch_files, detect_format, read_errors
@@ -185,9 +186,14 @@ def _ingest(
         )
     accepted = validated.where(validated[validation.ROUTE] == validation.INCOMING)
     # The profile of the accepted rows is observed as they are written: no pass of its own.
+    # Observed even without the profile: an observation ends a generated-code stage, and
+    # without one Spark fuses the validation into the write's stage, whose per-run literals
+    # (ingested_at) it writes into the code, so a warm session (the warm Spark driver)
+    # compiled that huge method again for every batch: measured 10-17 s of JIT CPU per
+    # 1M-row ingest, against 4-6 s with it and 1.3x the wall-clock time.
     profiled = Observation(f"profile-{txn.app_id}")
-    if profiling:
-        accepted = accepted.observe(profiled, *profile_aggregates(contract))
+    observed = profile_aggregates(contract) if profiling else [F.count(F.lit(1)).alias("_p_rows")]
+    accepted = accepted.observe(profiled, *observed)
     with read_errors(files):
         i = engine.append(
             accepted, targets[validation.INCOMING], txn, metadata(run_id, request.batch_id)

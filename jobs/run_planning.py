@@ -4,6 +4,7 @@ the plan task so the stages and the check record on the same runs."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 from collections.abc import Mapping
@@ -41,6 +42,27 @@ class ScorePlan:
 def stages_args(plans: list[ScorePlan]) -> list[str]:
     """The arguments of `jobs/stages.py` for the planned runs."""
     return ["--plans", json.dumps([dataclasses.asdict(p) for p in plans])]
+
+
+def parse_plans(text: str) -> list[ScorePlan]:
+    """`--plans` read back; what is wrong with it becomes argparse's one-line usage error."""
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise argparse.ArgumentTypeError("not a JSON list of planned runs (objects)")
+    fields = dataclasses.fields(ScorePlan)
+    for number, item in enumerate(items, 1):
+        problems = []
+        if unknown := sorted(set(item) - {f.name for f in fields}):
+            problems.append(f"unknown fields {', '.join(unknown)}")
+        required = [f.name for f in fields if f.default is dataclasses.MISSING]
+        if missing := [name for name in required if name not in item]:
+            problems.append(f"missing fields {', '.join(missing)}")
+        if problems:
+            raise argparse.ArgumentTypeError(f"planned run {number}: {'; '.join(problems)}")
+    return [ScorePlan(**item) for item in items]
 
 
 def plan_runs(settings: Settings, params: Mapping[str, Any], stamp: str) -> list[ScorePlan]:

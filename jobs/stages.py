@@ -14,7 +14,6 @@ after it; the job fails once all have run.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING
 from jobs.ingest import IngestRequest, ingest
 from jobs.progress import progress
 from jobs.publish import publish
-from jobs.run_planning import ScorePlan
+from jobs.run_planning import ScorePlan, parse_plans
 from jobs.score import ScoreRequest, score
 from jobs.spark import spark_session
 from precompute.commands import job_main
@@ -112,7 +111,10 @@ def _score_request(plan: ScorePlan) -> ScoreRequest:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--plans", required=True, help="the planned runs, as the DAG's plan task wrote them (JSON)"
+        "--plans",
+        required=True,
+        type=parse_plans,
+        help="the planned runs, as the DAG's plan task wrote them (JSON)",
     )
 
 
@@ -122,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    plans = [ScorePlan(**p) for p in json.loads(args.plans)]
+    plans = args.plans
     spark = spark_session(settings, "precompute-stages")
     run_plans(spark, settings, Database.from_settings(settings), plans)
     return 0

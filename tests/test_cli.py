@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+from pathlib import Path
 
 from conftest import run_cli
 
@@ -94,3 +96,26 @@ def test_spark_settings_that_hold_credentials_are_masked(fresh_database: str) ->
     assert "spark.executor.memory': '3g'" in result.stdout
     for secret in ("s3-secret-value", "AKIAEXAMPLE", "sas-token-value"):
         assert secret not in result.stdout
+
+
+def test_the_stages_job_refuses_plans_it_cannot_read_in_one_line() -> None:
+    """`spark-submit jobs/stages.py --plans JSON` is run by the scoring DAGs; one run by hand
+    with a typo gets argparse's usage error, not a traceback."""
+    bad = {
+        "{bad": "argument --plans: not JSON: Expecting property name",
+        '{"run_id": "x"}': "argument --plans: not a JSON list of planned runs (objects)",
+        '[{"run_id": "x", "modee": "full"}]': (
+            "argument --plans: planned run 1: unknown fields modee; missing fields mode, model, "
+            "version, dataset, device, max_rejected_share"
+        ),
+    }
+    for plans, message in bad.items():
+        done = subprocess.run(
+            [sys.executable, "jobs/stages.py", "--plans", plans],
+            cwd=Path(__file__).resolve().parents[1],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, done
+        assert "Traceback" not in done.stderr and message in done.stderr.splitlines()[-1], done
