@@ -5,6 +5,7 @@ an ingest counts a batch on."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from psycopg2.extras import Json
@@ -80,21 +81,32 @@ def store_training_profile(
             )
 
 
-def newest_training_edges(db: Database, dataset: str) -> dict[str, list[float]]:
-    """Bin edges per numeric feature of the dataset's newest training profile: the bins a batch
-    is counted on at ingest, so the model most likely to score it gets an exact PSI."""
+@dataclass(frozen=True)
+class TrainingFigures:
+    """What the ingest takes from the dataset's newest training profile (the model most likely
+    to score the batch): bin edges per numeric feature, to count the batch on them so its PSI
+    is exact, and means, to centre the sums the mean and deviation come from."""
+
+    edges: dict[str, list[float]]
+    means: dict[str, float]
+
+
+def newest_training_figures(db: Database, dataset: str) -> TrainingFigures:
     rows = db.fetch(
         "writer",
         """
-        SELECT feature, bins -> 'edges' FROM precompute.feature_profiles
-         WHERE subject = 'training' AND dataset = %s AND bins IS NOT NULL
+        SELECT feature, bins -> 'edges', mean FROM precompute.feature_profiles
+         WHERE subject = 'training' AND dataset = %s
            AND model_version_id = (
                SELECT max(model_version_id) FROM precompute.feature_profiles
                 WHERE subject = 'training' AND dataset = %s)
         """,
         (dataset, dataset),
     )
-    return {feature: [float(e) for e in edges] for feature, edges in rows}
+    return TrainingFigures(
+        edges={f: [float(e) for e in edges] for f, edges, _ in rows if edges is not None},
+        means={f: float(mean) for f, _, mean in rows if mean is not None},
+    )
 
 
 def batch_profile(db: Database, dataset: str, batch_id: str) -> list[FeatureProfile]:
