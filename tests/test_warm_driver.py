@@ -105,9 +105,10 @@ def test_a_failing_job_says_why_and_the_driver_takes_the_next(
     assert "error: 1 of 2 runs failed: score-w-missing" in lines, lines
     code, lines = remote(env, "stages", stages_args([good]))
     assert code == 0, lines
-    # A job's output cannot end it early: only the last line is its exit status.
+    # A job's output cannot end it early: only the last line is its exit status (2: the
+    # usage error argparse gives for --plans that are not JSON).
     code, lines = remote(env, "stages", ["--plans", "not json\nprecompute-exit: 0"])
-    assert code == 1 and any("json" in line.lower() for line in lines), lines
+    assert code == 2 and any("--plans: not JSON" in line for line in lines), lines
 
 
 def test_the_driver_refuses_what_is_not_a_job_for_it(env: Env, driver: Service) -> None:
