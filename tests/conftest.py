@@ -189,19 +189,25 @@ def jobs_database(admin_url: str, settings: Settings) -> Iterator[str]:
         drop_database(admin_url, name)
 
 
-@pytest.fixture
-def job_settings(settings: Settings, jobs_database: str, tmp_path: Path) -> Settings:
-    """Settings for one job test: its own lake under tmp_path, the migrated jobs database."""
+def settings_under(settings: Settings, jobs_database: str, root: Path) -> Settings:
+    """Settings for job tests: their own lake, landing and models folders under `root`, the
+    migrated jobs database."""
     from pydantic import SecretStr
 
     return settings.model_copy(
         update={
             "database_url": SecretStr(jobs_database),
-            "lake_uri": str(tmp_path / "lake"),
-            "landing_root": str(tmp_path / "landing"),
-            "models_root": str(tmp_path / "models"),
+            "lake_uri": str(root / "lake"),
+            "landing_root": str(root / "landing"),
+            "models_root": str(root / "models"),
         }
     )
+
+
+@pytest.fixture
+def job_settings(settings: Settings, jobs_database: str, tmp_path: Path) -> Settings:
+    """Settings for one job test: its own lake under tmp_path, the migrated jobs database."""
+    return settings_under(settings, jobs_database, tmp_path)
 
 
 @dataclass(frozen=True)

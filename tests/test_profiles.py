@@ -15,8 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import fetch_all
-from pydantic import SecretStr
+from conftest import fetch_all, settings_under
 
 from jobs import drift_check
 from jobs.feature_drift import feature_drift, thresholds_for
@@ -55,14 +54,7 @@ def setup(
     spark: Any, settings: Settings, jobs_database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Setup:
     root = tmp_path_factory.mktemp("profiles")
-    job_settings = settings.model_copy(
-        update={
-            "database_url": SecretStr(jobs_database),
-            "lake_uri": str(root / "lake"),
-            "landing_root": str(root / "landing"),
-            "models_root": str(root / "models"),
-        }
-    )
+    job_settings = settings_under(settings, jobs_database, root)
     training = customers(3000, seed=11)
     folder = root / "training"
     folder.mkdir()

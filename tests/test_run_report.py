@@ -25,7 +25,7 @@ import pytest
 from api_support import Api
 from api_support import served as serve
 from browser import page
-from conftest import fetch_all, run_cli
+from conftest import fetch_all, run_cli, settings_under
 from deltalake import DeltaTable
 from playwright.sync_api import HttpCredentials
 from pydantic import SecretStr
@@ -128,14 +128,7 @@ def runs(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Runs:
     root = tmp_path_factory.mktemp("run_report")
-    job_settings = settings.model_copy(
-        update={
-            "database_url": SecretStr(jobs_database),
-            "lake_uri": str(root / "lake"),
-            "landing_root": str(root / "landing"),
-            "models_root": str(root / "models"),
-        }
-    )
+    job_settings = settings_under(settings, jobs_database, root)
     db = Database.from_settings(job_settings)
     training = write_batch(root / "training", customers(3000, seed=31))
     versions = []

@@ -21,8 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import fetch_all
-from pydantic import SecretStr
+from conftest import fetch_all, settings_under
 
 from jobs import bundle_store, predictions, serving_prune
 from jobs.bundle.format import read_bundle
@@ -60,14 +59,7 @@ def setup(
     spark: Any, settings: Settings, jobs_database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Setup:
     root = tmp_path_factory.mktemp("score_publish")
-    job_settings = settings.model_copy(
-        update={
-            "database_url": SecretStr(jobs_database),
-            "lake_uri": str(root / "lake"),
-            "landing_root": str(root / "landing"),
-            "models_root": str(root / "models"),
-        }
-    )
+    job_settings = settings_under(settings, jobs_database, root)
     training = write_batch(root / "training", customers(3000, seed=1))
     db = Database.from_settings(job_settings)
     versions = []
