@@ -29,16 +29,18 @@ $(STAMP): pyproject.toml requirements.lock
 
 setup: $(STAMP) java $(JARS)
 
-# Spark needs a JVM; install Java 17 from Debian when none is on the PATH.
+# Spark needs a JVM, and the profile aggregate a compiler: install Java 17's JDK from Debian
+# when either is missing from the PATH.
 java:
-	@command -v java >/dev/null || { \
-	  echo "==> java not found: installing openjdk-17-jre-headless"; \
+	@command -v java >/dev/null && command -v javac >/dev/null || { \
+	  echo "==> java or javac not found: installing openjdk-17-jdk-headless"; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq openjdk-17-jre-headless; }
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq openjdk-17-jdk-headless; }
 
 # The pinned JVM artifacts (jvm/<set>/pom.xml, checked against jvm/<set>/jars.sha256), fetched
-# once with Maven into .jars/: jobs never download at run time.
-$(JARS): $(wildcard jvm/*/pom.xml jvm/*/jars.sha256) | $(STAMP) java maven
+# once with Maven into .jars/: jobs never download at run time. The same step builds the
+# profile aggregate (jvm/profile/*.java) with javac, again when its source or PySpark changes.
+$(JARS): $(wildcard jvm/*/pom.xml jvm/*/jars.sha256 jvm/profile/*.java) $(STAMP) | java maven
 	$(PY) -m jobs.jars fetch
 	touch $@
 

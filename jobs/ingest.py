@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import sys
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -159,7 +160,7 @@ def _ingest(
     profiling = settings.profile_batches
     with read_errors(files):
         validated = validation.validate(raw, contract)  # its duplicate check reads the batch
-        outside = outside_aggregates(contract) if profiling else []
+        outside = outside_aggregates(spark, contract) if profiling else []
         counts, q, figures = _quarantine(
             engine, validated, targets, txn, metadata(run_id, request.batch_id), outside
         )
@@ -194,7 +195,14 @@ def _ingest(
     profiled = Observation(f"profile-{txn.app_id}")
     training = newest_training_figures(recorder.db, contract.name) if profiling else None
     observed = (
-        profile_aggregates(contract, training.means)
+        profile_aggregates(
+            spark,
+            contract,
+            training.edges,
+            training.means,
+            counts.accepted,
+            zlib.crc32(txn.app_id.encode()),
+        )
         if training is not None
         else [F.count(F.lit(1)).alias("_p_rows")]
     )
@@ -205,7 +213,7 @@ def _ingest(
         )
     if training is not None:
         figured = {**figures, **profiled.get}
-        profile = batch_profile(spark, contract, figured, training.edges, training.means)
+        profile = batch_profile(contract, figured, training.edges, training.means)
         store_batch_profile(
             recorder.db, contract.name, contract.version, request.batch_id, run_id, profile
         )

@@ -15,6 +15,11 @@ saying what to run.
 
 After changing a pom, `python -m jobs.jars pin SET` rewrites its `jars.sha256` from what Maven
 fetched.
+
+One JAR is built, not fetched: `jvm/profile/` holds the Spark aggregate that profiles a batch
+(`jobs.profiles`), compiled by `fetch` with the JDK's `javac` against the installed PySpark's own
+JARs (so it always matches the Spark it runs in) into `<jars dir>/profile/`, and rebuilt when its
+source or PySpark changes. It goes on `spark.jars` beside Delta Lake's.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +38,7 @@ from precompute.settings import Settings, get_settings, project_root
 
 SETS = ("delta", "mleap")
 CHECKSUMS = "jars.sha256"
+PROFILE = "profile"  # the built JAR's folder, in `jvm/` and in the cache
 
 
 class JarsMissing(PrecomputeError):
@@ -138,6 +145,65 @@ def _scratch_parent(jars: JarSet) -> Path:
     return jars.cache.parent
 
 
+def profile_jar(settings: Settings) -> Path:
+    """The built profile aggregate's JAR; refuses one that is missing or older than its source."""
+    jar = settings.jars_dir / PROFILE / "precompute-profile.jar"
+    stamp = jar.with_suffix(".sha256")
+    if not jar.is_file() or not stamp.is_file() or stamp.read_text().strip() != _profile_digest():
+        raise JarsMissing(
+            f"the profile aggregate in {jar} is missing or older than {_profile_sources()[0]}: "
+            "run `make setup` (or `python -m jobs.jars fetch`) to build it"
+        )
+    return jar
+
+
+def build_profile(settings: Settings) -> str:
+    """Compile jvm/profile/*.java against the installed PySpark's JARs, unless already built."""
+    try:
+        return f"{PROFILE}: built already, {profile_jar(settings)}"
+    except JarsMissing:
+        pass
+    javac = shutil.which("javac")
+    if javac is None:
+        raise JarsMissing(
+            "`javac` (a JDK) is not installed: `make setup` installs openjdk-17-jdk-headless"
+        )
+    import pyspark  # heavy, and only the build needs where its JARs are
+
+    classpath = Path(pyspark.__file__).parent / "jars" / "*"
+    jar = settings.jars_dir / PROFILE / "precompute-profile.jar"
+    jar.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=jar.parent) as scratch:
+        classes = Path(scratch, "classes")
+        command = [javac, "--release", "17", "-Xlint:all,-path", "-Werror"]
+        command += ["-cp", str(classpath), "-d", str(classes), *map(str, _profile_sources())]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise JarsMissing(f"javac could not build {PROFILE}: {done.stderr.strip()}")
+        built = Path(scratch, jar.name)
+        with zipfile.ZipFile(built, "w", zipfile.ZIP_DEFLATED) as out:
+            out.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\n")
+            for path in sorted(classes.rglob("*.class")):
+                out.write(path, path.relative_to(classes).as_posix())
+        built.replace(jar)
+    jar.with_suffix(".sha256").write_text(_profile_digest() + "\n")
+    return f"{PROFILE}: built {jar}"
+
+
+def _profile_sources() -> list[Path]:
+    return sorted((project_root() / "jvm" / PROFILE).glob("*.java"))
+
+
+def _profile_digest() -> str:
+    """What the built JAR must match: its sources and the PySpark it was compiled against."""
+    from importlib.metadata import version
+
+    digest = hashlib.sha256(f"pyspark {version('pyspark')}\n".encode())
+    for path in _profile_sources():
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as stream:
@@ -161,6 +227,8 @@ def main(argv: list[str]) -> int:
         for name in names:
             action = fetch if argv[0] == "fetch" else pin
             print(action(jar_set(name, settings)))
+        if argv[0] == "fetch" and not argv[1:]:
+            print(build_profile(settings))
     except PrecomputeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from jobs.jars import jar_set
+from jobs.jars import jar_set, profile_jar
 from precompute.settings import Settings
 
 if TYPE_CHECKING:
@@ -44,9 +44,12 @@ def spark_conf(settings: Settings, app_name: str, submitted_master: str | None) 
         # Workers must run an interpreter with pyarrow and this project, on any master: left
         # unset, a cluster's executors start whatever `python3` they find.
         "spark.pyspark.python": settings.spark_python,
-        # Delta Lake is the lake engine. The JARs come from the project's cache (never fetched
-        # at run time); Spark serves them to a cluster's executors itself.
-        "spark.jars": ",".join(str(p) for p in jar_set("delta", settings).files()),
+        # Delta Lake is the lake engine, and the profile aggregate profiles ingested batches. The
+        # JARs come from the project's cache (never fetched at run time); Spark serves them to
+        # a cluster's executors itself.
+        "spark.jars": ",".join(
+            str(p) for p in [*jar_set("delta", settings).files(), profile_jar(settings)]
+        ),
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
     }

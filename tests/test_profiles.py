@@ -16,12 +16,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import fetch_all, settings_under
+from pyspark.sql import Observation
 
 from jobs import drift_check
 from jobs.feature_drift import feature_drift, thresholds_for
 from jobs.fitting import train
 from jobs.ingest import IngestRequest, ingest
-from jobs.profiles import QUANTILES, quantile_name, training_profile
+from jobs.profiles import (
+    QUANTILES,
+    SKETCH_SAMPLE,
+    batch_profile,
+    profile_aggregates,
+    quantile_name,
+    training_profile,
+)
 from jobs.publish import publish
 from jobs.registry import ModelVersion
 from jobs.run_check import RunCheckFailed, check_run
@@ -29,7 +37,7 @@ from jobs.sample_data import customers, with_bad_rows
 from jobs.score import ScoreRequest, score
 from jobs.train_request import TrainRequest
 from precompute import database
-from precompute.contracts import load_contract
+from precompute.contracts import load_contract, parse_contract
 from precompute.database import Database
 from precompute.settings import Settings
 
@@ -281,3 +289,119 @@ def test_drift_read_off_quantiles_is_near_zero_for_one_population_and_large_for_
     assert max(d.psi for d in calm.values()) < 0.02
     assert moved["monthly_spend"].psi > 0.25 and moved["monthly_spend"].level == "fail"
     assert [f for f, d in moved.items() if d.level != "ok"] == ["monthly_spend"]
+
+
+SAMPLED_CONTRACT = """
+name = "sampled"
+version = 1
+[entity_id]
+name = "id"
+type = "long"
+nullable = false
+[event_time]
+name = "seen_at"
+type = "timestamp"
+nullable = false
+[[features]]
+name = "rising"
+type = "double"
+nullable = false
+[[features]]
+name = "noise"
+type = "double"
+nullable = false
+[[features]]
+name = "visits"
+type = "long"
+nullable = true
+[[features]]
+name = "flag"
+type = "boolean"
+nullable = false
+[[features]]
+name = "tier"
+type = "string"
+nullable = false
+allowed = ["a", "b", "c"]
+"""
+
+
+def test_sketches_fed_a_sample_keep_the_exact_figures_exact_and_ranks_close(
+    spark: Any, tmp_path: Path
+) -> None:
+    """A batch larger than SKETCH_SAMPLE: its sketches see a uniform sample, here one row in 40
+    of rows that come sorted (so a sample taken from the front of each task would be far off),
+    while count, missing, min, max, mean, std and category counts stay exact."""
+    path = tmp_path / "sampled.toml"
+    path.write_text(SAMPLED_CONTRACT)
+    contract = parse_contract(path)
+    rows = 300_000
+    rng = np.random.default_rng(3)
+    visits = rng.poisson(4.0, rows).astype("float64")
+    visits[rng.random(rows) < 0.1] = np.nan
+    frame = pd.DataFrame(
+        {
+            "id": np.arange(rows),
+            # In microseconds: Spark reads nanosecond Parquet timestamps as numbers.
+            "seen_at": (
+                pd.Timestamp("2026-11-01", tz="UTC") + pd.to_timedelta(np.arange(rows), unit="s")
+            ).astype("datetime64[us, UTC]"),
+            "rising": np.arange(rows) * 0.5,
+            "noise": rng.normal(100.0, 15.0, rows),
+            "visits": pd.array(visits, dtype="Int64"),
+            "flag": rng.random(rows) < 0.3,
+            "tier": rng.choice(["a", "b", "c", "z"], rows),
+        }
+    )
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    for k, part in enumerate(np.array_split(np.arange(rows), 3)):  # three tasks, merged
+        table = pa.Table.from_pandas(frame.iloc[part], preserve_index=False)
+        pq.write_table(table, folder / f"part-{k}.parquet")
+    batch = spark.read.parquet(str(folder))
+    edges = {"rising": [15_000.0 * k for k in range(1, 10)], "noise": [90.0, 100.0, 110.0]}
+    figures = Observation()
+    observed = profile_aggregates(spark, contract, edges, {}, rows=40 * SKETCH_SAMPLE, seed=1)
+    batch.observe(figures, *observed).write.format("noop").mode("overwrite").save()
+    got = {p.feature: p for p in batch_profile(contract, figures.get, edges, {})}
+
+    # The sketches took one row in 40 (a binomial count: within five standard deviations).
+    for name, figured in zip(
+        ("rising", "noise", "visits"), figures.get["_p_columns"][:3], strict=True
+    ):
+        expected = frame[name].count() / 40
+        assert abs(figured["sketched"] - expected) <= 5 * expected**0.5, (name, figured)
+    for name in ("rising", "noise", "visits"):
+        present = frame[name].dropna().to_numpy(dtype=np.float64)
+        profile = got[name]
+        assert (profile.rows, profile.missing) == (rows, rows - present.size)
+        assert (profile.minimum, profile.maximum) == (present.min(), present.max())
+        assert profile.mean == pytest.approx(present.mean(), rel=1e-12)
+        assert profile.std == pytest.approx(present.std(ddof=0), rel=1e-9)
+        # A 7,500-row sample: a rank's standard error is at most 0.6% (3% allowed).
+        ordered = np.sort(present)
+        assert profile.quantiles is not None
+        for q in QUANTILES:
+            v = profile.quantiles[quantile_name(q)]
+            below = np.searchsorted(ordered, v, side="left") / present.size
+            upto = np.searchsorted(ordered, v, side="right") / present.size
+            assert below - 0.03 <= q <= upto + 0.03, (name, q, v, below, upto)
+        if name in edges:
+            cut = np.asarray(edges[name])
+            want = np.bincount(np.searchsorted(cut, present, side="left"), minlength=cut.size + 1)
+            assert profile.bins is not None
+            counts = np.asarray(profile.bins["counts"])
+            assert np.all(np.abs(counts - want) <= 0.03 * rows), (name, counts, want)
+    assert got["flag"].top_values is not None and got["tier"].top_values is not None
+    assert {v["value"]: v["count"] for v in got["flag"].top_values} == {
+        "true": int(frame.flag.sum()),
+        "false": int((~frame.flag).sum()),
+    }
+    tiers = frame.tier.value_counts()
+    assert {v["value"]: v["count"] for v in got["tier"].top_values} == {
+        t: int(tiers[t]) for t in ("a", "b", "c")
+    }
+    assert (got["seen_at"].first, got["seen_at"].last) == (
+        frame.seen_at.min().to_pydatetime(),
+        frame.seen_at.max().to_pydatetime(),
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from jobs.jars import jar_set
+from jobs.jars import jar_set, profile_jar
 from jobs.spark import spark_conf
 from precompute.settings import Settings
 
@@ -33,13 +33,14 @@ def test_gpu_scoring_on_a_cluster_asks_for_gpus() -> None:
     assert "spark.executor.resource.gpu.amount" not in spark_conf(Settings(), "job", "yarn")
 
 
-def test_every_session_loads_delta_from_the_jar_cache() -> None:
+def test_every_session_loads_delta_and_the_profile_aggregate_from_the_jar_cache() -> None:
     settings = Settings()
     conf = spark_conf(settings, "job", "spark://head:7077")
     assert conf["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
-    jars = conf["spark.jars"].split(",")
-    assert [Path(j).name for j in jars] == list(jar_set("delta", settings).pinned)
-    assert all(Path(j).is_file() and Path(j).parent == settings.jars_dir / "delta" for j in jars)
+    *delta, profile = (Path(j) for j in conf["spark.jars"].split(","))
+    assert [j.name for j in delta] == list(jar_set("delta", settings).pinned)
+    assert all(j.is_file() and j.parent == settings.jars_dir / "delta" for j in delta)
+    assert profile == profile_jar(settings) and profile.is_file()
 
 
 def test_workers_run_the_configured_python_on_any_master() -> None:
