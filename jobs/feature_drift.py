@@ -90,6 +90,8 @@ def feature_drift(
         limits = thresholds.get(expected.feature)
         if actual is None or limits is None or actual.rows == actual.missing:
             continue
+        if expected.type in NUMERIC and actual.bins is None and actual.quantiles is None:
+            continue  # values, but none in the sketches' sample (jobs.profiles): no shares
         if expected.type in NUMERIC and expected.bins is not None:
             labels, e, a, estimated = _numeric_shares(expected, actual)
             measure: Literal["psi", "category_psi"] = "psi"

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 from precompute.errors import PrecomputeError
@@ -196,8 +197,6 @@ def _profile_sources() -> list[Path]:
 
 def _profile_digest() -> str:
     """What the built JAR must match: its sources and the PySpark it was compiled against."""
-    from importlib.metadata import version
-
     digest = hashlib.sha256(f"pyspark {version('pyspark')}\n".encode())
     for path in _profile_sources():
         digest.update(path.name.encode() + b"\0" + path.read_bytes())

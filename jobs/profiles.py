@@ -233,12 +233,14 @@ def batch_profile(
                     "maximum": float(figured["high"]),
                     "mean": shift(column, training_means) + offset,
                     "std": math.sqrt(max(variance, 0.0)),  # rounding can leave it below 0
-                    "quantiles": {
-                        quantile_name(q): float(v)
-                        for q, v in zip(QUANTILES, figured["quantiles"], strict=True)
-                    },
                 }
-            if present and figured["ranks"] is not None:
+            # None when the sample took none of the column's values (a sparse column).
+            if figured["quantiles"] is not None:
+                base["quantiles"] = {
+                    quantile_name(q): float(v)
+                    for q, v in zip(QUANTILES, figured["quantiles"], strict=True)
+                }
+            if figured["ranks"] is not None:
                 ranks = np.asarray(figured["ranks"], dtype=np.float64)
                 below = np.concatenate(([0.0], ranks, [1.0]))
                 counts = np.rint(np.diff(below) * present).astype(np.int64)

@@ -135,12 +135,20 @@ def test_score_batch_runs_ingest_score_and_publish_on_the_cluster(
         "WHERE run_id = 'score-c-0001-churn-v1'",
     )
     assert (read, quarantined, published) == (3000, 30, 2970)
+    # The batch was profiled on the worker, by the profile aggregate's JAR.
+    [(features, low, high)] = fetch_all(
+        env.admin_url,
+        "SELECT count(*), min(rows), max(rows) FROM precompute.feature_profiles "
+        "WHERE subject = 'batch' AND batch_id = 'c-0001'",
+    )
+    assert (features, low, high) == (9, 2970, 2970)
     # The stages were one spark-submitted application on the cluster (no warm driver runs
-    # here); its executors ran on the worker, which fetched delta-spark from the driver
-    # (spark.jars), and wrote their logs.
+    # here); its executors ran on the worker, which fetched delta-spark and the profile
+    # aggregate from the driver (spark.jars), and wrote their logs.
     applications = sorted(work.glob("app-*"))
     assert len(applications) >= 1, applications
     for app in applications:
         assert list(app.glob("*/delta-spark_*.jar")), f"{app.name}: no Delta JAR on the executor"
+        assert list(app.glob("*/precompute-profile.jar")), f"{app.name}: no profile JAR there"
         logs = "".join(p.read_text(errors="replace") for p in app.glob("*/stderr"))
         assert "ModuleNotFoundError" not in logs, f"{app.name}: {logs[-2000:]}"

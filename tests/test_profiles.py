@@ -405,3 +405,40 @@ def test_sketches_fed_a_sample_keep_the_exact_figures_exact_and_ranks_close(
         frame.seen_at.min().to_pydatetime(),
         frame.seen_at.max().to_pydatetime(),
     )
+
+
+def test_a_column_with_no_value_in_the_sample_keeps_its_exact_figures_and_no_quantiles(
+    spark: Any, tmp_path: Path
+) -> None:
+    """A sparse column of a huge batch: the sample (one row in a million here) takes none of its
+    two values, so it has no quantiles or bins, and drift leaves it out instead of failing."""
+    path = tmp_path / "sampled.toml"
+    path.write_text(SAMPLED_CONTRACT)
+    contract = parse_contract(path)
+    rows = 2000
+    visits: list[int | None] = [None] * rows
+    visits[5], visits[1500] = 7, 2
+    table = pa.table(
+        {
+            "id": pa.array(range(rows), pa.int64()),
+            "seen_at": pa.array([datetime.datetime(2026, 11, 1)] * rows, pa.timestamp("us", "UTC")),
+            "rising": pa.array([float(k) for k in range(rows)]),
+            "noise": pa.array([1.0] * rows),
+            "visits": pa.array(visits, pa.int64()),
+            "flag": pa.array([True] * rows),
+            "tier": pa.array(["a"] * rows),
+        }
+    )
+    pq.write_table(table, tmp_path / "batch.parquet")
+    batch = spark.read.parquet(str(tmp_path / "batch.parquet"))
+    figures = Observation()
+    observed = profile_aggregates(spark, contract, {}, {}, rows=10**6 * SKETCH_SAMPLE, seed=4)
+    batch.observe(figures, *observed).write.format("noop").mode("overwrite").save()
+    got = {p.feature: p for p in batch_profile(contract, figures.get, {}, {})}
+
+    visited = got["visits"]
+    assert (visited.missing, visited.minimum, visited.maximum, visited.mean) == (1998, 2, 7, 4.5)
+    assert visited.quantiles is None and visited.bins is None
+    reference = training_profile(table, contract)
+    limits = thresholds_for(Settings(), contract)
+    assert "visits" not in {d.feature for d in feature_drift(reference, list(got.values()), limits)}

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import sys
+import zipfile
 from pathlib import Path
 
-from jobs.jars import jar_set, profile_jar
+import pytest
+
+from jobs.jars import JarsMissing, build_profile, jar_set, profile_jar
 from jobs.spark import spark_conf
 from precompute.settings import Settings
 
@@ -52,3 +55,21 @@ def test_workers_run_the_configured_python_on_any_master() -> None:
 def test_extra_spark_conf_wins() -> None:
     conf = spark_conf(Settings(spark_conf={"spark.sql.shuffle.partitions": "3"}), "job", None)
     assert conf["spark.sql.shuffle.partitions"] == "3"
+
+
+def test_the_profile_aggregate_is_built_from_its_source_and_refused_when_stale(
+    tmp_path: Path,
+) -> None:
+    """`make setup` compiles jvm/profile with javac; a job refuses a JAR missing or built from
+    other source (or another PySpark), naming the command that builds it."""
+    settings = Settings(jars_dir=tmp_path)
+    with pytest.raises(JarsMissing, match=r"missing or older than .*run `make setup`"):
+        profile_jar(settings)
+    assert build_profile(settings).startswith("profile: built ")
+    jar = profile_jar(settings)
+    with zipfile.ZipFile(jar) as built:
+        assert "precompute/profile/ProfileAggregate.class" in built.namelist()
+    assert "built already" in build_profile(settings)
+    jar.with_suffix(".sha256").write_text("from other source\n")
+    with pytest.raises(JarsMissing, match="missing or older than"):
+        profile_jar(settings)

@@ -398,6 +398,8 @@ public final class ProfileAggregate extends TypedImperativeAggregate<ProfileAggr
       boolean seen = s.present[i] > 0;
       boolean number = isNumber(kind[i]) && seen;
       boolean moment = isMoment(kind[i]) && seen;
+      // A sparse column of a large batch can have values and none in the sample.
+      boolean sketched = number && !s.sketches[i].isEmpty();
       columns[i] =
           new GenericInternalRow(
               new Object[] {
@@ -410,8 +412,8 @@ public final class ProfileAggregate extends TypedImperativeAggregate<ProfileAggr
                 moment ? s.last[i] : null,
                 s.counts[i] == null ? null : new GenericArrayData(s.counts[i]),
                 s.sketches[i] == null ? 0L : s.sketches[i].getN(),
-                number ? new GenericArrayData(s.sketches[i].getQuantiles(quantiles)) : null,
-                number && edges[i] != null
+                sketched ? new GenericArrayData(s.sketches[i].getQuantiles(quantiles)) : null,
+                sketched && edges[i] != null
                     ? new GenericArrayData(s.sketches[i].getRanks(edges[i]))
                     : null
               });
