@@ -30,6 +30,7 @@ compares like with like.
 from __future__ import annotations
 
 import datetime
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -165,31 +166,26 @@ def _profile_aggregate(
     seed: int,
 ) -> SparkColumn:
     """The aggregate of `jvm/profile/ProfileAggregate.java` over `columns` (see there)."""
-    from pyspark.sql import functions as F  # pyspark is heavy: loaded when a job profiles
-    from pyspark.sql.classic.column import Column as ClassicColumn
+    from pyspark.sql.classic.column import Column as ClassicColumn  # pyspark is heavy
 
     jvm = spark.sparkContext._jvm
     assert jvm is not None, "the profile is set up on the driver"
-
-    def java_list(items: Sequence[Any] | None) -> Any:
-        if items is None:
-            return None
-        out = jvm.java.util.ArrayList()
-        for item in items:
-            out.add(item)
-        return out
-
-    made = jvm.precompute.profile.ProfileAggregate.column(
-        java_list([F.col(c.name)._jc for c in columns]),
-        java_list([float(s) for s in shifts]),
-        java_list([java_list(c.allowed) for c in columns]),
-        java_list([float(q) for q in QUANTILES]),
-        java_list([java_list([float(e) for e in cut]) if cut else None for cut in edges]),
-        SKETCH_K,
-        float(rate),
-        seed,
-    )
-    return ClassicColumn(made)
+    spec = {
+        "columns": [
+            {
+                "name": c.name,
+                "shift": float(s),
+                "allowed": list(c.allowed) if c.allowed is not None else None,
+                "edges": [float(e) for e in cut] if cut else None,
+            }
+            for c, s, cut in zip(columns, shifts, edges, strict=True)
+        ],
+        "quantiles": [float(q) for q in QUANTILES],
+        "sketch_k": SKETCH_K,
+        "rate": float(rate),
+        "seed": seed,
+    }
+    return ClassicColumn(jvm.precompute.profile.ProfileAggregate.column(json.dumps(spec)))
 
 
 def _open_string(column: Column) -> bool:
