@@ -54,7 +54,6 @@ BINS = 10  # training deciles: the bins PSI is measured on
 TOP_VALUES = 20
 TRACKED_ITEMS = 10_000
 CATEGORICAL = ("string", "boolean")
-TEMPORAL = ("timestamp", "date")
 
 
 @dataclass(frozen=True)

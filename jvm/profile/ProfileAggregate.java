@@ -51,12 +51,12 @@ import scala.jdk.javaapi.CollectionConverters;
  *
  * <p>Per column the result is a struct (one type for every column, so the result is an array):
  * present (non-null values); for numbers the sums of (x - shift) and of its square, the exact
- * low and high, the values the sketch took (the sample), its quantiles at the ranks asked for and its ranks at the column's bin
- * edges (the share of values at or below each); for dates and timestamps the first and last
- * value as Spark holds them (days, microseconds since the epoch); for booleans counts [true];
- * for strings with an allowed list the count of each allowed value, in the list's order. The
- * sketches are read here, where they are merged: reading them in the driver through Py4J cost
- * a quarter of a second per batch.
+ * low and high, the values the sketch took (the sample), its quantiles at the ranks asked for
+ * and its ranks at the column's bin edges (the share of values at or below each); for dates
+ * and timestamps the first and last value as Spark holds them (days, microseconds since the
+ * epoch); for booleans counts [true]; for strings with an allowed list the count of each
+ * allowed value, in the list's order. The sketches are read here, where they are merged:
+ * reading them in the driver through Py4J cost a quarter of a second per batch.
  */
 public final class ProfileAggregate extends TypedImperativeAggregate<ProfileAggregate.State>
     implements java.io.Serializable {
@@ -492,19 +492,15 @@ public final class ProfileAggregate extends TypedImperativeAggregate<ProfileAggr
     return children;
   }
 
+  /** This aggregate over other inputs or at other buffer offsets; its settings the same. */
+  private ProfileAggregate copy(Seq<Expression> inputs, int mutable, int input) {
+    return new ProfileAggregate(
+        inputs, shifts, allowed, quantiles, edges, sketchK, rate, seed, mutable, input);
+  }
+
   @Override
   public Expression withNewChildrenInternal(IndexedSeq<Expression> newChildren) {
-    return new ProfileAggregate(
-        newChildren,
-        shifts,
-        allowed,
-        quantiles,
-        edges,
-        sketchK,
-        rate,
-        seed,
-        mutableOffset,
-        inputOffset);
+    return copy(newChildren, mutableOffset, inputOffset);
   }
 
   @Override
@@ -529,8 +525,7 @@ public final class ProfileAggregate extends TypedImperativeAggregate<ProfileAggr
 
   @Override
   public ImperativeAggregate withNewMutableAggBufferOffset(int offset) {
-    return new ProfileAggregate(
-        children, shifts, allowed, quantiles, edges, sketchK, rate, seed, offset, inputOffset);
+    return copy(children, offset, inputOffset);
   }
 
   @Override
@@ -540,8 +535,7 @@ public final class ProfileAggregate extends TypedImperativeAggregate<ProfileAggr
 
   @Override
   public ImperativeAggregate withNewInputAggBufferOffset(int offset) {
-    return new ProfileAggregate(
-        children, shifts, allowed, quantiles, edges, sketchK, rate, seed, mutableOffset, offset);
+    return copy(children, mutableOffset, offset);
   }
 
   // Expressions are Scala case classes: Product is how Spark prints and compares them.
